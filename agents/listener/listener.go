@@ -1,0 +1,260 @@
+// Package listener is the daemon that runs on each NixOS host: it composes
+// the deploy tool's serve half and the list_hosts responder on a NATS
+// connection, exposes metrics and health, and shuts down cleanly.
+package listener
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/homelab-deploy/homelab-deploy/agents/metricsserver"
+	"github.com/homelab-deploy/homelab-deploy/protocol"
+	"github.com/homelab-deploy/homelab-deploy/tools/deploy"
+	"github.com/homelab-deploy/homelab-deploy/tools/listhosts"
+)
+
+// Config is the listener's configuration (the CLI flags).
+type Config struct {
+	Hostname        string
+	Tier            string
+	Role            string
+	NATSURL         string
+	NKeyFile        string
+	CAFile          string
+	FlakeURL        string
+	Timeout         time.Duration
+	DeploySubjects  []string // templates; empty means the defaults
+	DiscoverSubject string
+	MetricsEnabled  bool
+	MetricsAddr     string
+	// ShutdownGrace is how long SIGTERM waits for a running deploy before
+	// killing it.
+	ShutdownGrace time.Duration
+	Version       string
+	Logger        *slog.Logger
+	// Exec replaces nixos-rebuild (tests, demo).
+	Exec deploy.Executor
+	// RestartAfter, if set, is asked after each finished deploy whether the
+	// listener should exit so that systemd starts the new version.
+	RestartAfter func(action protocol.Action, status protocol.Status) (bool, string)
+	// BeforeDeploy, if set, runs before each nixos-rebuild.
+	BeforeDeploy func(action protocol.Action)
+	// Ready, if set, is called once subscriptions are in place.
+	Ready func(*Listener)
+	// Conn, if set, is used instead of dialling NATSURL (demo, tests).
+	Conn *protocol.Conn
+}
+
+// Listener is a running listener.
+type Listener struct {
+	cfg      Config
+	Subjects []string
+	conn     *protocol.Conn
+	server   *deploy.Server
+	metrics  *metricsserver.Server
+	restart  chan string
+	once     sync.Once
+}
+
+// MetricsAddr returns the bound metrics address, or "".
+func (l *Listener) MetricsAddr() string {
+	if l.metrics == nil {
+		return ""
+	}
+	return l.metrics.Addr()
+}
+
+// Validate checks the configuration before anything connects.
+func (c *Config) Validate() ([]string, error) {
+	if err := protocol.ValidateHostname(c.Hostname); err != nil {
+		return nil, fmt.Errorf("--hostname: %w", err)
+	}
+	if err := protocol.ValidateTier(c.Tier); err != nil {
+		return nil, fmt.Errorf("--tier: %w", err)
+	}
+	if c.Role != "" {
+		if err := protocol.ValidateRole(c.Role); err != nil {
+			return nil, fmt.Errorf("--role: %w", err)
+		}
+	}
+	if err := protocol.ValidateFlakeURL(c.FlakeURL); err != nil {
+		return nil, fmt.Errorf("--flake-url: %w", err)
+	}
+	if c.Timeout <= 0 {
+		return nil, errors.New("--timeout must be a positive number of seconds")
+	}
+	if c.DiscoverSubject == "" {
+		c.DiscoverSubject = protocol.DefaultDiscoverSubject
+	}
+	if err := protocol.ValidateLiteralSubject(c.DiscoverSubject); err != nil {
+		return nil, fmt.Errorf("--discover-subject: %w", err)
+	}
+	templates := c.DeploySubjects
+	if len(templates) == 0 {
+		templates = protocol.DefaultDeploySubjects()
+	}
+	subjects, err := protocol.ExpandSubjects(templates, protocol.TemplateVars{Hostname: c.Hostname, Tier: c.Tier, Role: c.Role})
+	if err != nil {
+		return nil, fmt.Errorf("--deploy-subject: %w", err)
+	}
+	if len(subjects) == 0 {
+		return nil, errors.New("--deploy-subject: no subject left to subscribe to")
+	}
+	for _, s := range subjects {
+		if s == c.DiscoverSubject {
+			return nil, fmt.Errorf("--deploy-subject %s is the discovery subject", s)
+		}
+	}
+	return subjects, nil
+}
+
+// Run runs the listener until ctx is cancelled (SIGTERM) or a self-restart
+// is due. Both end with a clean drain and a nil error.
+func Run(ctx context.Context, cfg Config) error {
+	subjects, err := cfg.Validate()
+	if err != nil {
+		return err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ShutdownGrace <= 0 {
+		cfg.ShutdownGrace = 30 * time.Second
+	}
+	log := cfg.Logger.With("hostname", cfg.Hostname, "tier", cfg.Tier)
+	l := &Listener{cfg: cfg, Subjects: subjects, restart: make(chan string, 1)}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := deploy.NewMetrics(reg)
+	m.Info.WithLabelValues(cfg.Hostname, cfg.Tier, cfg.Role, cfg.Version).Set(1)
+	m.InProgress.Set(0)
+
+	conn := cfg.Conn
+	if conn == nil {
+		conn, err = protocol.Connect(ctx, protocol.ConnectOptions{
+			URLs: cfg.NATSURL, NKeyFile: cfg.NKeyFile, CAFile: cfg.CAFile,
+			Name: "homelab-deploy listener " + cfg.Hostname, Wait: true, Logger: log,
+		})
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+	}
+	l.conn = conn
+	publish := func(subject string, data []byte) error { return conn.Publish(subject, data) }
+
+	l.server, err = deploy.NewServer(deploy.ServerConfig{
+		Hostname: cfg.Hostname, Tier: cfg.Tier, Role: cfg.Role, FlakeURL: cfg.FlakeURL,
+		Timeout: cfg.Timeout, Exec: cfg.Exec, Publish: publish, Metrics: m, Logger: log,
+		BeforeDeploy: cfg.BeforeDeploy,
+		AfterDeploy: func(action protocol.Action, status protocol.Status) {
+			_ = conn.Flush()
+			if cfg.RestartAfter == nil {
+				return
+			}
+			if ok, why := cfg.RestartAfter(action, status); ok {
+				l.once.Do(func() { l.restart <- why })
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	responder := &listhosts.Responder{
+		Hostname: cfg.Hostname, Tier: cfg.Tier, Role: cfg.Role, Subjects: subjects,
+		Version: cfg.Version, Busy: l.server.Busy, Publish: publish, Logger: log,
+	}
+
+	var subs []*nats.Subscription
+	for _, s := range subjects {
+		sub, err := conn.Subscribe(s, func(msg *nats.Msg) { l.server.Handle(msg.Subject, msg.Data) })
+		if err != nil {
+			return fmt.Errorf("subscribe to %s: %w", s, err)
+		}
+		subs = append(subs, sub)
+	}
+	dsub, err := conn.Subscribe(cfg.DiscoverSubject, func(msg *nats.Msg) { responder.Handle(msg.Data) })
+	if err != nil {
+		return fmt.Errorf("subscribe to %s: %w", cfg.DiscoverSubject, err)
+	}
+	// Discovery floods must not grow memory without bound: excess requests
+	// are dropped (and counted by the client library as slow-consumer).
+	_ = dsub.SetPendingLimits(4096, 4<<20)
+	subs = append(subs, dsub)
+	if conn.IsConnected() {
+		if err := conn.FlushTimeout(5 * time.Second); err != nil {
+			log.Warn("NATS flush after subscribing failed", "err", err)
+		}
+	}
+
+	if cfg.MetricsEnabled {
+		l.metrics, err = metricsserver.Start(cfg.MetricsAddr, reg, func() error {
+			if !conn.IsConnected() {
+				return errors.New("not connected to NATS")
+			}
+			return nil
+		}, log)
+		if err != nil {
+			return err
+		}
+	}
+	log.Info("listener ready", "subjects", subjects, "discover", cfg.DiscoverSubject, "flake", cfg.FlakeURL, "version", cfg.Version)
+	if cfg.Ready != nil {
+		cfg.Ready(l)
+	}
+
+	select {
+	case <-ctx.Done():
+		log.Info("stopping: signal received", "busy", l.server.Busy())
+	case why := <-l.restart:
+		log.Info("stopping so that systemd starts the new version", "reason", why)
+	}
+	// Stop taking requests, let a running deploy finish within the grace
+	// period (or kill it and report), then drain.
+	for _, s := range subs {
+		_ = s.Unsubscribe()
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+	l.server.Shutdown(sctx)
+	cancel()
+	if l.metrics != nil {
+		cctx, ccancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = l.metrics.Close(cctx)
+		ccancel()
+	}
+	if cfg.Conn == nil {
+		if err := drain(conn, 5*time.Second); err != nil {
+			log.Warn("NATS drain", "err", err)
+		}
+	} else {
+		_ = conn.Flush()
+	}
+	log.Info("listener stopped")
+	return nil
+}
+
+func drain(conn *protocol.Conn, d time.Duration) error {
+	if !conn.IsConnected() {
+		return nil
+	}
+	closed := make(chan struct{})
+	conn.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	if err := conn.Drain(); err != nil {
+		return err
+	}
+	select {
+	case <-closed:
+		return nil
+	case <-time.After(d):
+		return errors.New("drain timed out")
+	}
+}

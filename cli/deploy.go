@@ -1,0 +1,178 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/peterbourgon/ff/v4"
+
+	"github.com/homelab-deploy/homelab-deploy/protocol"
+	"github.com/homelab-deploy/homelab-deploy/tools"
+	"github.com/homelab-deploy/homelab-deploy/tools/deploy"
+)
+
+type deployCmd struct {
+	root         *Root
+	conn         connFlags
+	Branch       string
+	Action       string
+	Timeout      int
+	AcceptWindow time.Duration
+	JSON         bool
+	Flags        *ff.FlagSet
+	Command      *ff.Command
+}
+
+func newDeploy(r *Root) *deployCmd {
+	c := &deployCmd{root: r}
+	c.Flags = ff.NewFlagSet("deploy").SetParent(r.Flags)
+	c.conn.register(c.Flags)
+	c.Flags.StringVar(&c.Branch, 0, "branch", deploy.DefaultBranch, "git branch, tag or 40-hex commit to deploy (env HOMELAB_DEPLOY_BRANCH)")
+	c.Flags.StringVar(&c.Action, 0, "action", "switch", "nixos-rebuild action: switch, boot, test or dry-activate (env HOMELAB_DEPLOY_ACTION)")
+	c.Flags.IntVar(&c.Timeout, 0, "timeout", 900, "seconds to wait for every host's final status (env HOMELAB_DEPLOY_TIMEOUT)")
+	c.Flags.DurationVar(&c.AcceptWindow, 0, "accept-window", tools.DefaultAcceptWindow, "for group subjects, how long to wait for further hosts after the last new one (env HOMELAB_DEPLOY_ACCEPT_WINDOW)")
+	c.Flags.BoolVar(&c.JSON, 0, "json", "print the result as JSON on stdout")
+	c.Command = &ff.Command{
+		Name:      "deploy",
+		Usage:     "homelab-deploy deploy [FLAGS] <SUBJECT|ALIAS>",
+		ShortHelp: "deploy to a host, a tier or a role and wait for the results",
+		LongHelp: "Sends a deploy request to SUBJECT and waits for every host that answers:\n" +
+			"  deploy.<tier>.<hostname>     one host\n" +
+			"  deploy.<tier>.all            every host of a tier\n" +
+			"  deploy.<tier>.role.<role>    the hosts with a role in a tier\n" +
+			"ALIAS is a name whose subject is in HOMELAB_DEPLOY_ALIAS_<NAME> (upper-cased, '-' becomes '_'),\n" +
+			"e.g. HOMELAB_DEPLOY_ALIAS_PROD_DNS=deploy.prod.role.dns makes `deploy prod-dns` work.\n\n" +
+			"Progress lines go to stderr, the summary (or --json) to stdout. Exit status: 0 when every\n" +
+			"host completed, 1 when a host failed, was rejected or timed out, or nobody answered, 2 on a usage error.",
+		Flags: c.Flags,
+		Exec:  c.exec,
+	}
+	r.Command.Subcommands = append(r.Command.Subcommands, c.Command)
+	return c
+}
+
+// resolveAlias maps an alias to its subject; a subject is returned as is.
+func resolveAlias(arg string, getenv func(string) string) (string, error) {
+	if strings.Contains(arg, ".") {
+		return arg, nil
+	}
+	if err := protocol.ValidateToken("alias", arg); err != nil {
+		return "", err
+	}
+	key := "HOMELAB_DEPLOY_ALIAS_" + strings.ToUpper(strings.ReplaceAll(arg, "-", "_"))
+	if v := strings.TrimSpace(getenv(key)); v != "" {
+		return v, nil
+	}
+	return "", fmt.Errorf("%q is neither a subject (deploy.<tier>.<host>, deploy.<tier>.all, deploy.<tier>.role.<role>) nor an alias: set %s to a subject to define it", arg, key)
+}
+
+func (c *deployCmd) exec(ctx context.Context, args []string) error {
+	r := c.root
+	if err := applyEnv(c.Flags, r.Getenv, merge(c.conn.env(), map[string]string{
+		"branch":        "HOMELAB_DEPLOY_BRANCH",
+		"action":        "HOMELAB_DEPLOY_ACTION",
+		"timeout":       "HOMELAB_DEPLOY_TIMEOUT",
+		"accept-window": "HOMELAB_DEPLOY_ACCEPT_WINDOW",
+	})); err != nil {
+		return err
+	}
+	if len(args) != 1 {
+		return usagef("deploy takes exactly one SUBJECT or ALIAS, got %d arguments", len(args))
+	}
+	subject, err := resolveAlias(args[0], r.Getenv)
+	if err != nil {
+		return usageError{err}
+	}
+	if _, err := protocol.ParseDeploySubject(subject); err != nil {
+		return usageError{err}
+	}
+	if err := protocol.ValidateAction(c.Action); err != nil {
+		return usagef("--action: %v", err)
+	}
+	if err := protocol.ValidateRevision(c.Branch); err != nil {
+		return usagef("--branch: %v", err)
+	}
+	if c.Timeout <= 0 {
+		return usagef("--timeout must be a positive number of seconds")
+	}
+	if err := c.conn.check(); err != nil {
+		return err
+	}
+	conn, err := c.conn.connect(ctx, r, "homelab-deploy deploy")
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	deps := tools.Deps{
+		Conn: conn, Logger: r.Logger(),
+		DeployTimeout: time.Duration(c.Timeout) * time.Second, AcceptWindow: c.AcceptWindow,
+	}
+	res, err := deploy.Send(ctx, conn, deploy.Request{Subject: subject, Action: protocol.Action(c.Action), Revision: c.Branch}, deps, r.deployProgress())
+	if err != nil && res.ID == "" {
+		return err
+	}
+	if c.JSON {
+		writeJSON(r.Stdout, res)
+	} else {
+		r.printDeployResult(res)
+	}
+	if err != nil {
+		fmt.Fprintf(r.Stderr, "error: %v\n", err)
+		return exitError{ExitFailure}
+	}
+	if !res.Success {
+		return exitError{ExitFailure}
+	}
+	return nil
+}
+
+// deployProgress prints one line per host status on stderr.
+func (r *Root) deployProgress() tools.Progress {
+	return func(e tools.Event) {
+		msg := e.Message
+		if i := strings.IndexByte(msg, '\n'); i >= 0 {
+			msg = msg[:i]
+		}
+		fmt.Fprintf(r.Stderr, "%s %-20s %s %s\n", r.color(colDim, fmt.Sprintf("[%6.1fs]", e.Elapsed.Seconds())), e.Host, r.statusWord(e.Status, e.Error), msg)
+	}
+}
+
+func (r *Root) statusWord(s protocol.Status, code protocol.ErrorCode) string {
+	w := fmt.Sprintf("%-9s", s)
+	switch s {
+	case protocol.StatusCompleted:
+		return r.color(colGreen, w)
+	case protocol.StatusFailed, protocol.StatusRejected:
+		return r.color(colRed, w)
+	case protocol.StatusAccepted, protocol.StatusStarted:
+		return r.color(colYellow, w)
+	}
+	return w
+}
+
+func (r *Root) printDeployResult(res deploy.Result) {
+	w := r.Stdout
+	for _, h := range res.Hosts {
+		line := fmt.Sprintf("%-20s %-9s", h.Hostname, h.Status)
+		if h.Error != protocol.ErrNone {
+			line += " " + string(h.Error)
+		}
+		fmt.Fprintln(w, line)
+		if h.Message != "" {
+			for _, l := range strings.Split(h.Message, "\n") {
+				fmt.Fprintf(w, "    %s\n", l)
+			}
+		}
+	}
+	fmt.Fprintln(w, res.Message)
+}
+
+func writeJSON(w io.Writer, v any) {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

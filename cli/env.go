@@ -1,0 +1,42 @@
+package cli
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/peterbourgon/ff/v4"
+)
+
+// applyEnv sets each flag named in vars from its environment variable when
+// the flag was not given on the command line. Explicit env vars (rather than
+// ff's derived names) keep SPEC's names exact, e.g. build's --timeout reads
+// HOMELAB_DEPLOY_BUILD_TIMEOUT while deploy's reads HOMELAB_DEPLOY_TIMEOUT.
+func applyEnv(fs ff.Flags, getenv func(string) string, vars map[string]string) error {
+	for name, key := range vars {
+		f, ok := fs.GetFlag(name)
+		if !ok {
+			return fmt.Errorf("internal error: no flag --%s for %s", name, key)
+		}
+		if f.IsSet() {
+			continue
+		}
+		v := getenv(key)
+		if v == "" {
+			continue
+		}
+		if err := f.SetValue(v); err != nil {
+			return usagef("%s=%q: %v", key, v, err)
+		}
+	}
+	return nil
+}
+
+// required returns a usage error naming the first missing value.
+func required(pairs ...string) error {
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if strings.TrimSpace(pairs[i+1]) == "" {
+			return usagef("%s is required", pairs[i])
+		}
+	}
+	return nil
+}

@@ -1,0 +1,95 @@
+package cli
+
+import (
+	"context"
+	"time"
+
+	"github.com/peterbourgon/ff/v4"
+
+	"github.com/homelab-deploy/homelab-deploy/agents/listener"
+	"github.com/homelab-deploy/homelab-deploy/protocol"
+)
+
+type listenerCmd struct {
+	root           *Root
+	conn           connFlags
+	Hostname       string
+	Tier           string
+	Role           string
+	FlakeURL       string
+	Timeout        int
+	DeploySubjects []string
+	Discover       string
+	MetricsEnabled bool
+	MetricsAddr    string
+	Grace          int
+	WatchUnitFile  string
+	Flags          *ff.FlagSet
+	Command        *ff.Command
+}
+
+func newListener(r *Root) *listenerCmd {
+	c := &listenerCmd{root: r}
+	c.Flags = ff.NewFlagSet("listener").SetParent(r.Flags)
+	c.Flags.StringVar(&c.Hostname, 0, "hostname", "", "hostname for this listener, used in subject templates (required)")
+	c.Flags.StringVar(&c.Tier, 0, "tier", "", "deployment tier: test or prod (required)")
+	c.conn.register(c.Flags)
+	c.Flags.StringVar(&c.FlakeURL, 0, "flake-url", "", "git flake URL for nixos-rebuild, e.g. git+https://git.example.com/user/nixos-configs.git (required)")
+	c.Flags.StringVar(&c.Role, 0, "role", "", "role for role-based targeting (deploy.<tier>.role.<role>)")
+	c.Flags.IntVar(&c.Timeout, 0, "timeout", 600, "deployment timeout in seconds; nixos-rebuild is killed with its process group after it")
+	c.Flags.StringListVar(&c.DeploySubjects, 0, "deploy-subject", "NATS subject to subscribe to, repeatable; templates <hostname>, <tier>, <role> (default deploy.<tier>.<hostname>, deploy.<tier>.all, deploy.<tier>.role.<role>)")
+	c.Flags.StringVar(&c.Discover, 0, "discover-subject", protocol.DefaultDiscoverSubject, "discovery subject")
+	c.Flags.BoolVar(&c.MetricsEnabled, 0, "metrics-enabled", "enable the Prometheus /metrics and /health endpoint")
+	c.Flags.StringVar(&c.MetricsAddr, 0, "metrics-addr", ":9972", "metrics HTTP address")
+	c.Flags.IntVar(&c.Grace, 0, "shutdown-grace", 30, "seconds SIGTERM waits for a running deploy before killing it (it is then reported as failed)")
+	c.Flags.StringVar(&c.WatchUnitFile, 0, "watch-unit-file", "", "systemd unit file of this listener; after a switch that changed it, the listener exits so systemd restarts it on the new version")
+	c.Command = &ff.Command{
+		Name:      "listener",
+		Usage:     "homelab-deploy listener [FLAGS]",
+		ShortHelp: "run the deploy listener on a NixOS host",
+		LongHelp: "Subscribes to the host's deploy subjects and runs\n" +
+			"  nixos-rebuild <action> --flake <flake-url>?ref=<revision>#<hostname>\n" +
+			"(rev=<commit> for a 40-hex revision) for each valid request, one at a time, streaming\n" +
+			"accepted, started and completed/failed back to the requester. Answers discovery.\n" +
+			"Drains and exits 0 on SIGTERM.",
+		Flags: c.Flags,
+		Exec:  c.exec,
+	}
+	r.Command.Subcommands = append(r.Command.Subcommands, c.Command)
+	return c
+}
+
+func (c *listenerCmd) exec(ctx context.Context, args []string) error {
+	r := c.root
+	if err := applyEnv(c.Flags, r.Getenv, c.conn.env()); err != nil {
+		return err
+	}
+	if len(args) != 0 {
+		return usagef("listener takes no arguments, got %q", args)
+	}
+	if err := required("--hostname", c.Hostname, "--tier", c.Tier, "--flake-url", c.FlakeURL); err != nil {
+		return err
+	}
+	if err := c.conn.check(); err != nil {
+		return err
+	}
+	if c.Grace <= 0 {
+		return usagef("--shutdown-grace must be a positive number of seconds")
+	}
+	cfg := listener.Config{
+		Hostname: c.Hostname, Tier: c.Tier, Role: c.Role,
+		NATSURL: c.conn.URL, NKeyFile: c.conn.NKeyFile, CAFile: c.conn.CAFile,
+		FlakeURL: c.FlakeURL, Timeout: time.Duration(c.Timeout) * time.Second,
+		DeploySubjects: c.DeploySubjects, DiscoverSubject: c.Discover,
+		MetricsEnabled: c.MetricsEnabled, MetricsAddr: c.MetricsAddr,
+		ShutdownGrace: time.Duration(c.Grace) * time.Second,
+		Version:       r.Env.Version, Logger: r.Logger(),
+	}
+	if _, err := cfg.Validate(); err != nil {
+		return usageError{err}
+	}
+	if err := protocol.CheckSeedFile(c.conn.NKeyFile); err != nil {
+		return err
+	}
+	return listener.Run(ctx, cfg)
+}

@@ -1,0 +1,94 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/peterbourgon/ff/v4"
+
+	"github.com/homelab-deploy/homelab-deploy/protocol"
+	"github.com/homelab-deploy/homelab-deploy/tools"
+	"github.com/homelab-deploy/homelab-deploy/tools/listhosts"
+)
+
+type listHostsCmd struct {
+	root     *Root
+	conn     connFlags
+	Tier     string
+	Discover string
+	JSON     bool
+	Flags    *ff.FlagSet
+	Command  *ff.Command
+}
+
+func newListHosts(r *Root) *listHostsCmd {
+	c := &listHostsCmd{root: r}
+	c.Flags = ff.NewFlagSet("list-hosts").SetParent(r.Flags)
+	c.conn.register(c.Flags)
+	c.Flags.StringVar(&c.Tier, 0, "tier", "", "only list hosts of this tier (test or prod)")
+	c.Flags.StringVar(&c.Discover, 0, "discover-subject", protocol.DefaultDiscoverSubject, "discovery subject the listeners answer on")
+	c.Flags.BoolVar(&c.JSON, 0, "json", "print the result as JSON on stdout")
+	c.Command = &ff.Command{
+		Name:      "list-hosts",
+		Usage:     "homelab-deploy list-hosts [FLAGS]",
+		ShortHelp: "discover the hosts whose listeners are online",
+		LongHelp:  "Asks every listener to describe itself and prints hostname, tier, role, subjects and version.\nEnds half a second after the last answer.",
+		Flags:     c.Flags,
+		Exec:      c.exec,
+	}
+	r.Command.Subcommands = append(r.Command.Subcommands, c.Command)
+	return c
+}
+
+func (c *listHostsCmd) exec(ctx context.Context, args []string) error {
+	r := c.root
+	if err := applyEnv(c.Flags, r.Getenv, c.conn.env()); err != nil {
+		return err
+	}
+	if len(args) != 0 {
+		return usagef("list-hosts takes no arguments")
+	}
+	if c.Tier != "" {
+		if err := protocol.ValidateTier(c.Tier); err != nil {
+			return usagef("--tier: %v", err)
+		}
+	}
+	if err := c.conn.check(); err != nil {
+		return err
+	}
+	conn, err := c.conn.connect(ctx, r, "homelab-deploy list-hosts")
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	res, err := listhosts.Discover(ctx, conn, c.Tier, c.Discover, tools.Deps{Logger: r.Logger()})
+	if err != nil {
+		return err
+	}
+	if c.JSON {
+		writeJSON(r.Stdout, res)
+		return nil
+	}
+	r.printHosts(res)
+	return nil
+}
+
+func (r *Root) printHosts(res listhosts.Result) {
+	if len(res.Hosts) == 0 {
+		fmt.Fprintln(r.Stdout, res.Message)
+		return
+	}
+	fmt.Fprintf(r.Stdout, "%-20s %-5s %-12s %-10s %s\n", "HOSTNAME", "TIER", "ROLE", "VERSION", "SUBJECTS")
+	for _, h := range res.Hosts {
+		role := h.Role
+		if role == "" {
+			role = "-"
+		}
+		name := h.Hostname
+		if h.Busy {
+			name += " (busy)"
+		}
+		fmt.Fprintf(r.Stdout, "%-20s %-5s %-12s %-10s %s\n", name, h.Tier, role, h.Version, strings.Join(h.Subjects, ","))
+	}
+}

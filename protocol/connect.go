@@ -1,0 +1,194 @@
+package protocol
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// ConnectOptions is our NATS connection policy's input.
+type ConnectOptions struct {
+	// URLs is one NATS URL or several, comma-separated (a cluster).
+	URLs string
+	// NKeyFile is the path of an NKey user seed file (starts with SU).
+	NKeyFile string
+	// CAFile optionally names a PEM file of CAs for tls:// servers.
+	CAFile string
+	// Name identifies the connection in the server's monitoring.
+	Name string
+	// Wait makes Connect return at once even when no server is reachable yet
+	// and keep trying in the background (daemons). Without it Connect fails
+	// when the first attempt fails (CLI, MCP).
+	Wait bool
+	// Logger receives disconnects, reconnects and asynchronous errors.
+	Logger *slog.Logger
+}
+
+// Conn is a NATS connection with our error handling attached.
+type Conn struct {
+	*nats.Conn
+	logger *slog.Logger
+
+	mu       sync.Mutex
+	watchers map[*permWatch]struct{}
+}
+
+type permWatch struct {
+	subject string
+	ch      chan error
+}
+
+// ParseURLs validates a comma-separated list of NATS URLs.
+func ParseURLs(s string) ([]string, error) {
+	var out []string
+	for _, raw := range strings.Split(s, ",") {
+		raw = strings.TrimSpace(raw)
+		if raw == "" {
+			continue
+		}
+		u, err := url.Parse(raw)
+		if err != nil {
+			return nil, fmt.Errorf("NATS URL %q does not parse: %w", raw, err)
+		}
+		switch u.Scheme {
+		case "nats", "tls", "ws", "wss":
+		default:
+			return nil, fmt.Errorf("NATS URL %q must start with nats://, tls://, ws:// or wss://", raw)
+		}
+		if u.Host == "" {
+			return nil, fmt.Errorf("NATS URL %q has no host", raw)
+		}
+		out = append(out, raw)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no NATS URL given: set --nats-url or HOMELAB_DEPLOY_NATS_URL (e.g. nats://nats.example.com:4222)")
+	}
+	return out, nil
+}
+
+// CheckSeedFile refuses seed files that are missing, not regular files, or
+// readable by group or others. It never reads the seed into a log.
+func CheckSeedFile(path string) error {
+	if path == "" {
+		return errors.New("no NKey seed file given: set --nkey-file (create one with `homelab-deploy keygen --out FILE`)")
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("NKey seed file: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("NKey seed file %s is not a regular file", path)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return fmt.Errorf("NKey seed file %s has mode %04o and can be read by other users: run `chmod 600 %s`", path, perm, path)
+	}
+	return nil
+}
+
+// Connect applies the connection policy: NKey authentication from a seed file
+// that only its owner can read, reconnect forever with jitter, several URLs,
+// TLS with an optional CA file, and handlers that log connection events and
+// asynchronous errors (permission violations arrive that way).
+func Connect(ctx context.Context, o ConnectOptions) (*Conn, error) {
+	urls, err := ParseURLs(o.URLs)
+	if err != nil {
+		return nil, err
+	}
+	if err := CheckSeedFile(o.NKeyFile); err != nil {
+		return nil, err
+	}
+	nkeyOpt, err := nats.NkeyOptionFromSeed(o.NKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("NKey seed file %s: %w (it must hold a user seed starting with SU)", o.NKeyFile, errors.Unwrap(err))
+	}
+	logger := o.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	c := &Conn{logger: logger, watchers: map[*permWatch]struct{}{}}
+	opts := []nats.Option{
+		nkeyOpt,
+		nats.Name(o.Name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		nats.ReconnectJitter(500*time.Millisecond, 2*time.Second),
+		nats.RetryOnFailedConnect(o.Wait),
+		nats.Timeout(5 * time.Second),
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if err != nil {
+				logger.Warn("NATS disconnected", "err", err)
+			} else if !nc.IsClosed() {
+				logger.Warn("NATS disconnected")
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			logger.Info("NATS reconnected", "server", nc.ConnectedUrlRedacted())
+		}),
+		nats.ConnectHandler(func(nc *nats.Conn) {
+			logger.Info("NATS connected", "server", nc.ConnectedUrlRedacted())
+		}),
+		nats.ErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
+			attrs := []any{"err", err}
+			if sub != nil {
+				attrs = append(attrs, "subject", sub.Subject)
+			}
+			if errors.Is(err, nats.ErrPermissionViolation) {
+				logger.Error("NATS server denied an operation: this credential lacks the permission (check the server's authorization block)", attrs...)
+				c.notifyPermission(err)
+				return
+			}
+			logger.Error("NATS asynchronous error", attrs...)
+		}),
+	}
+	if o.CAFile != "" {
+		opts = append(opts, nats.RootCAs(o.CAFile))
+	}
+	nc, err := nats.Connect(strings.Join(urls, ","), opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w", strings.Join(urls, ","), err)
+	}
+	c.Conn = nc
+	return c, nil
+}
+
+// WatchPermission returns a channel that receives the server's permission
+// error for subject, should one arrive, and a function to stop watching.
+func (c *Conn) WatchPermission(subject string) (<-chan error, func()) {
+	w := &permWatch{subject: subject, ch: make(chan error, 1)}
+	c.mu.Lock()
+	c.watchers[w] = struct{}{}
+	c.mu.Unlock()
+	return w.ch, func() {
+		c.mu.Lock()
+		delete(c.watchers, w)
+		c.mu.Unlock()
+	}
+}
+
+func (c *Conn) notifyPermission(err error) {
+	msg := err.Error()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for w := range c.watchers {
+		if strings.Contains(msg, `"`+w.subject+`"`) {
+			select {
+			case w.ch <- err:
+			default:
+			}
+		}
+	}
+}
+
+// Logger returns the connection's logger.
+func (c *Conn) Logger() *slog.Logger { return c.logger }
+
+// NewID returns a random request id usable as a subject token.
+func NewID() string { return nats.NewInbox()[len(nats.InboxPrefix):] }

@@ -1,0 +1,128 @@
+package protocol
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// Bounds on user- and network-supplied strings.
+const (
+	MaxTokenLen    = 63
+	MaxRevisionLen = 200
+	MaxIDLen       = 64
+)
+
+var (
+	tokenRe    = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+	revisionRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]*$`)
+	commitRe   = regexp.MustCompile(`^[0-9a-f]{40}$`)
+)
+
+// Tiers are the deployment tiers.
+var Tiers = []string{"test", "prod"}
+
+// ValidateToken checks that s is one NATS subject token made of letters,
+// digits, '-' and '_'. what names the value in the error ("hostname", ...).
+func ValidateToken(what, s string) error {
+	switch {
+	case s == "":
+		return fmt.Errorf("%s is empty", what)
+	case len(s) > MaxTokenLen:
+		return fmt.Errorf("%s is %d characters long; at most %d are allowed", what, len(s), MaxTokenLen)
+	case !tokenRe.MatchString(s):
+		return fmt.Errorf("%s %q may only hold letters, digits, '-' and '_'", what, s)
+	}
+	return nil
+}
+
+// ValidateHostname checks a hostname used as a subject token. "all" and
+// "role" are reserved because they name group subjects.
+func ValidateHostname(s string) error {
+	if err := ValidateToken("hostname", s); err != nil {
+		return err
+	}
+	if s == "all" || s == "role" {
+		return fmt.Errorf("hostname %q is reserved: it names a group subject", s)
+	}
+	return nil
+}
+
+// ValidateRole checks a role name.
+func ValidateRole(s string) error { return ValidateToken("role", s) }
+
+// ValidateRepo checks a builder repository name.
+func ValidateRepo(s string) error {
+	if err := ValidateToken("repo", s); err != nil {
+		return err
+	}
+	if s == "responses" {
+		return fmt.Errorf("repo %q is reserved: build.responses carries replies", s)
+	}
+	return nil
+}
+
+// ValidateTier checks that s is one of the tiers.
+func ValidateTier(s string) error {
+	for _, t := range Tiers {
+		if s == t {
+			return nil
+		}
+	}
+	return fmt.Errorf("tier %q is not one of %s", s, strings.Join(Tiers, ", "))
+}
+
+// ValidateAction checks a nixos-rebuild action.
+func ValidateAction(s string) error {
+	for _, a := range Actions() {
+		if s == string(a) {
+			return nil
+		}
+	}
+	names := make([]string, 0, 4)
+	for _, a := range Actions() {
+		names = append(names, string(a))
+	}
+	return fmt.Errorf("action %q is not one of %s", s, strings.Join(names, ", "))
+}
+
+// ValidateRevision checks a git branch, tag or commit.
+func ValidateRevision(s string) error {
+	switch {
+	case s == "":
+		return fmt.Errorf("revision is empty")
+	case len(s) > MaxRevisionLen:
+		return fmt.Errorf("revision is %d characters long; at most %d are allowed", len(s), MaxRevisionLen)
+	case !revisionRe.MatchString(s):
+		return fmt.Errorf("revision %q must start with a letter or digit and hold only letters, digits, '.', '_', '/' and '-'", s)
+	case strings.Contains(s, ".."):
+		return fmt.Errorf("revision %q may not contain '..'", s)
+	case strings.HasSuffix(s, "/") || strings.HasSuffix(s, ".") || strings.Contains(s, "//") || strings.HasSuffix(s, ".lock"):
+		return fmt.Errorf("revision %q is not a valid git ref name", s)
+	}
+	return nil
+}
+
+// IsCommit reports whether a valid revision is a full commit hash.
+func IsCommit(rev string) bool { return commitRe.MatchString(rev) }
+
+// ValidateRequestID checks a request id: one subject token, bounded.
+func ValidateRequestID(s string) error {
+	if len(s) > MaxIDLen {
+		return fmt.Errorf("request id is %d characters long; at most %d are allowed", len(s), MaxIDLen)
+	}
+	return ValidateToken("request id", s)
+}
+
+// ValidateReplySubject checks that s is prefix followed by exactly one token,
+// for example deploy.responses.<id>.
+func ValidateReplySubject(s, prefix string) error {
+	rest, ok := strings.CutPrefix(s, prefix)
+	if !ok || rest == "" {
+		return fmt.Errorf("reply_to %q must be a subject under %s<id>", s, prefix)
+	}
+	if len(rest) > MaxIDLen || !tokenRe.MatchString(rest) {
+		return fmt.Errorf("reply_to %q must be %s followed by one token of letters, digits, '-' and '_'", s, prefix)
+	}
+	return nil
+}

@@ -1,0 +1,292 @@
+package deploy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/homelab-deploy/homelab-deploy/protocol"
+	"github.com/homelab-deploy/homelab-deploy/tools"
+)
+
+// Request is a deploy as the request half sends it.
+type Request struct {
+	// Subject is the deploy subject (deploy.<tier>.<host>, .all, .role.<r>).
+	Subject  string
+	Action   protocol.Action
+	Revision string
+}
+
+// HostResult is one host's final state.
+type HostResult struct {
+	Hostname        string             `json:"hostname" jsonschema:"the host that answered"`
+	Status          protocol.Status    `json:"status" jsonschema:"final status: completed, failed or rejected"`
+	Error           protocol.ErrorCode `json:"error" jsonschema:"error code when not completed: invalid_action, invalid_revision, invalid_request, already_running, build_failed or timeout; null on success"`
+	Message         string             `json:"message" jsonschema:"what the host reported"`
+	DurationSeconds float64            `json:"duration_seconds" jsonschema:"seconds from the request to the host's final status"`
+}
+
+// Result is the outcome of one deploy request. Its JSON shape is what
+// `deploy --json` prints and what the MCP tools return; keep it stable.
+type Result struct {
+	ID              string          `json:"id" jsonschema:"request id, echoed by every host"`
+	Subject         string          `json:"subject" jsonschema:"the NATS subject the request was sent to"`
+	Action          protocol.Action `json:"action" jsonschema:"nixos-rebuild action"`
+	Revision        string          `json:"revision" jsonschema:"git branch, tag or commit deployed"`
+	Success         bool            `json:"success" jsonschema:"true when at least one host answered and every host completed"`
+	Message         string          `json:"message" jsonschema:"one-line summary"`
+	Hosts           []HostResult    `json:"hosts" jsonschema:"every host that answered, sorted by hostname"`
+	Completed       int             `json:"completed" jsonschema:"hosts that completed"`
+	Failed          int             `json:"failed" jsonschema:"hosts that failed, were rejected or timed out"`
+	DurationSeconds float64         `json:"duration_seconds" jsonschema:"seconds from sending the request to the result"`
+}
+
+// IsError implements tools.Result.
+func (r Result) IsError() bool { return !r.Success }
+
+// Summary implements tools.Result.
+func (r Result) Summary() string {
+	var b strings.Builder
+	b.WriteString(r.Message)
+	for _, h := range r.Hosts {
+		fmt.Fprintf(&b, "\n%s: %s", h.Hostname, h.Status)
+		if h.Error != protocol.ErrNone {
+			fmt.Fprintf(&b, " (%s)", h.Error)
+		}
+		if h.Message != "" {
+			msg := h.Message
+			if i := strings.IndexByte(msg, '\n'); i >= 0 {
+				msg = msg[:i] + " …"
+			}
+			fmt.Fprintf(&b, ": %s", msg)
+		}
+	}
+	return b.String()
+}
+
+type hostState struct {
+	resp     protocol.DeployResponse
+	firstAt  time.Duration
+	lastAt   time.Duration
+	terminal bool
+}
+
+// Send publishes a deploy request on conn and collects the answers until
+// the completion rules are met:
+//   - one host: when it reports a terminal status;
+//   - a group: when every host that answered is terminal and no new host has
+//     answered for the accept window;
+//   - nobody subscribed: at once;
+//   - the timeout is a ceiling; hosts still running then are reported as
+//     timed out by name.
+//
+// Events are emitted for every status as it arrives.
+func Send(ctx context.Context, conn *protocol.Conn, req Request, deps tools.Deps, progress tools.Progress) (Result, error) {
+	deps = deps.WithDefaults()
+	target, err := protocol.ParseDeploySubject(req.Subject)
+	if err != nil {
+		return Result{}, &tools.InputError{Err: err}
+	}
+	if err := protocol.ValidateAction(string(req.Action)); err != nil {
+		return Result{}, &tools.InputError{Err: err}
+	}
+	if err := protocol.ValidateRevision(req.Revision); err != nil {
+		return Result{}, &tools.InputError{Err: err}
+	}
+	if conn == nil {
+		return Result{}, fmt.Errorf("deploy: no NATS connection")
+	}
+
+	id := protocol.NewID()
+	replyTo := protocol.DeployResponsesPrefix + id
+	res := Result{ID: id, Subject: req.Subject, Action: req.Action, Revision: req.Revision}
+
+	sub, err := conn.SubscribeSync(replyTo)
+	if err != nil {
+		return res, fmt.Errorf("deploy: subscribe to %s: %w", replyTo, err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	_ = sub.SetPendingLimits(-1, 64<<20)
+
+	permErr, stopWatch := conn.WatchPermission(req.Subject)
+	defer stopWatch()
+	subErr, stopSubWatch := conn.WatchPermission(replyTo)
+	defer stopSubWatch()
+
+	data, _ := json.Marshal(protocol.DeployRequest{ID: id, Action: req.Action, Revision: req.Revision, ReplyTo: replyTo})
+	start := time.Now()
+	if err := conn.PublishMsg(&nats.Msg{Subject: req.Subject, Reply: replyTo, Data: data}); err != nil {
+		return res, fmt.Errorf("deploy: publish to %s: %w", req.Subject, err)
+	}
+	_ = conn.Flush()
+
+	ctx, cancel := context.WithTimeout(ctx, deps.DeployTimeout)
+	defer cancel()
+	msgs := make(chan *nats.Msg)
+	go func() {
+		for {
+			m, err := sub.NextMsgWithContext(ctx)
+			if err != nil {
+				return
+			}
+			select {
+			case msgs <- m:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+
+	hosts := map[string]*hostState{}
+	var lastNew time.Duration
+	done := 0
+	finish := func(msg string) Result {
+		res.DurationSeconds = time.Since(start).Seconds()
+		res.Message = msg
+		return res
+	}
+	window := time.NewTimer(time.Hour)
+	window.Stop()
+	defer window.Stop()
+
+	allTerminal := func() bool {
+		for _, h := range hosts {
+			if !h.terminal {
+				return false
+			}
+		}
+		return len(hosts) > 0
+	}
+
+	for {
+		select {
+		case err := <-permErr:
+			return finish(fmt.Sprintf("the NATS server refused to let this credential publish to %s (%v); use a credential allowed for that tier", req.Subject, err)), nil
+		case err := <-subErr:
+			return finish(fmt.Sprintf("the NATS server refused to let this credential subscribe to %s (%v); a deployer needs subscribe permission on deploy.responses.>", replyTo, err)), nil
+		case <-ctx.Done():
+			if ctx.Err() == context.Canceled {
+				collect(&res, hosts)
+				return finish("cancelled while waiting for hosts"), ctx.Err()
+			}
+			var lost []string
+			for name, h := range hosts {
+				if !h.terminal {
+					lost = append(lost, name)
+					h.terminal = true
+					h.resp.Message = fmt.Sprintf("no final status within %s (last status: %s); the deploy may still be running on the host", deps.DeployTimeout, h.resp.Status)
+					h.resp.Status = protocol.StatusFailed
+					h.resp.Error = protocol.ErrTimeout
+					h.lastAt = time.Since(start)
+				}
+			}
+			collect(&res, hosts)
+			if len(hosts) == 0 {
+				return finish(fmt.Sprintf("no host answered on %s within %s", req.Subject, deps.DeployTimeout)), nil
+			}
+			sort.Strings(lost)
+			return finish(fmt.Sprintf("timed out after %s waiting for %s", deps.DeployTimeout, strings.Join(lost, ", "))), nil
+		case <-window.C:
+			if allTerminal() {
+				collect(&res, hosts)
+				return finish(verdict(&res)), nil
+			}
+		case m := <-msgs:
+			if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
+				if len(hosts) == 0 {
+					return finish(fmt.Sprintf("no listener is subscribed to %s: check the subject (hostname, tier, role) with `homelab-deploy list-hosts`", req.Subject)), nil
+				}
+				continue
+			}
+			var r protocol.DeployResponse
+			if len(m.Data) > protocol.MaxMessageSize*4 || json.Unmarshal(m.Data, &r) != nil || r.Hostname == "" {
+				deps.Logger.Warn("ignoring malformed deploy response", "subject", m.Subject, "bytes", len(m.Data))
+				continue
+			}
+			if r.ID != "" && r.ID != id {
+				continue
+			}
+			elapsed := time.Since(start)
+			h, ok := hosts[r.Hostname]
+			if !ok {
+				h = &hostState{firstAt: elapsed}
+				hosts[r.Hostname] = h
+				lastNew = elapsed
+			}
+			if h.terminal {
+				continue
+			}
+			h.resp = r
+			h.lastAt = elapsed
+			if r.Status.Terminal() {
+				h.terminal = true
+				done++
+			}
+			ev := tools.Event{Host: r.Hostname, Status: r.Status, Error: r.Error, Message: r.Message, Done: done, Total: len(hosts), Elapsed: elapsed}
+			if h.terminal {
+				ev.Duration = elapsed
+				if r.DurationSeconds > 0 {
+					ev.Duration = time.Duration(r.DurationSeconds * float64(time.Second))
+				}
+			}
+			progress.Emit(ev)
+			if !allTerminal() {
+				continue
+			}
+			if !target.Group() {
+				collect(&res, hosts)
+				return finish(verdict(&res)), nil
+			}
+			// A group: wait until the accept window has passed since the
+			// request and since the last new host.
+			wait := deps.AcceptWindow - (elapsed - lastNew)
+			if w2 := deps.AcceptWindow - elapsed; w2 > wait {
+				wait = w2
+			}
+			if wait <= 0 {
+				collect(&res, hosts)
+				return finish(verdict(&res)), nil
+			}
+			window.Reset(wait)
+		}
+	}
+}
+
+func collect(res *Result, hosts map[string]*hostState) {
+	res.Hosts = res.Hosts[:0]
+	res.Completed, res.Failed = 0, 0
+	for name, h := range hosts {
+		hr := HostResult{Hostname: name, Status: h.resp.Status, Error: h.resp.Error, Message: h.resp.Message, DurationSeconds: h.lastAt.Seconds()}
+		if hr.Status == protocol.StatusCompleted {
+			res.Completed++
+		} else {
+			res.Failed++
+		}
+		res.Hosts = append(res.Hosts, hr)
+	}
+	sort.Slice(res.Hosts, func(i, j int) bool { return res.Hosts[i].Hostname < res.Hosts[j].Hostname })
+}
+
+func verdict(res *Result) string {
+	n := len(res.Hosts)
+	if res.Failed == 0 && n > 0 {
+		res.Success = true
+		return fmt.Sprintf("%s on %d/%d host(s) of %s completed", res.Action, res.Completed, n, res.Subject)
+	}
+	var bad []string
+	for _, h := range res.Hosts {
+		if h.Status != protocol.StatusCompleted {
+			s := h.Hostname + " " + string(h.Status)
+			if h.Error != protocol.ErrNone {
+				s += " (" + string(h.Error) + ")"
+			}
+			bad = append(bad, s)
+		}
+	}
+	return fmt.Sprintf("%s on %s: %d/%d host(s) completed; %s", res.Action, res.Subject, res.Completed, n, strings.Join(bad, ", "))
+}

@@ -1,0 +1,254 @@
+package deploy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/homelab-deploy/homelab-deploy/internal/execx"
+	"github.com/homelab-deploy/homelab-deploy/internal/seen"
+	"github.com/homelab-deploy/homelab-deploy/protocol"
+)
+
+// Executor runs nixos-rebuild with argv (argv[0] is the program). It returns
+// the last lines of the output, and an error wrapping execx.ErrTimeout when
+// the context's deadline killed it.
+type Executor func(ctx context.Context, argv []string) (tail string, err error)
+
+// NixosRebuild is the real executor: nixos-rebuild from PATH, no shell, in
+// its own process group, killed with the group when ctx ends.
+func NixosRebuild(ctx context.Context, argv []string) (string, error) {
+	res, err := execx.Run(ctx, execx.Cmd{Path: argv[0], Args: argv[1:], TailLines: 20, TailBytes: 2048})
+	return res.Tail, err
+}
+
+// ServerConfig configures the listener side of deploys.
+type ServerConfig struct {
+	Hostname string
+	Tier     string
+	Role     string
+	FlakeURL string
+	// Timeout kills a deploy that runs longer (default 600 s).
+	Timeout time.Duration
+	// Exec runs nixos-rebuild (default NixosRebuild).
+	Exec Executor
+	// Publish sends one reply; the subject has been validated.
+	Publish func(subject string, data []byte) error
+	Metrics *Metrics
+	Logger  *slog.Logger
+	// AfterDeploy, if set, is called after the final status of a deploy was
+	// published (the listener uses it to restart itself after a switch that
+	// changed its own unit).
+	AfterDeploy func(action protocol.Action, status protocol.Status)
+	// BeforeDeploy, if set, is called before nixos-rebuild starts.
+	BeforeDeploy func(action protocol.Action)
+	// ReplayWindow is how long request ids are remembered (default 10 min).
+	ReplayWindow time.Duration
+	Now          func() time.Time
+}
+
+// Server is the serve half of the deploy tool: it validates a request,
+// takes the host's single deploy slot, runs nixos-rebuild and reports.
+type Server struct {
+	cfg    ServerConfig
+	busy   atomic.Bool
+	ids    *seen.Set
+	wg     sync.WaitGroup
+	ctx    context.Context
+	cancel context.CancelFunc
+	// killedForShutdown is set when Shutdown cut a deploy short.
+	killedForShutdown atomic.Bool
+}
+
+// NewServer checks cfg and returns a Server.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	if err := protocol.ValidateHostname(cfg.Hostname); err != nil {
+		return nil, err
+	}
+	if err := protocol.ValidateTier(cfg.Tier); err != nil {
+		return nil, err
+	}
+	if cfg.Role != "" {
+		if err := protocol.ValidateRole(cfg.Role); err != nil {
+			return nil, err
+		}
+	}
+	if err := protocol.ValidateFlakeURL(cfg.FlakeURL); err != nil {
+		return nil, err
+	}
+	if cfg.Publish == nil {
+		return nil, errors.New("deploy server: no publish function")
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 600 * time.Second
+	}
+	if cfg.Exec == nil {
+		cfg.Exec = NixosRebuild
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ReplayWindow <= 0 {
+		cfg.ReplayWindow = 10 * time.Minute
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Server{cfg: cfg, ids: seen.New(cfg.ReplayWindow, 100000, cfg.Now)}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s, nil
+}
+
+// Busy reports whether a deploy is running.
+func (s *Server) Busy() bool { return s.busy.Load() }
+
+// Handle processes one raw request. It returns quickly; the deploy runs in
+// its own goroutine.
+func (s *Server) Handle(subject string, data []byte) {
+	log := s.cfg.Logger.With("subject", subject)
+	req, err := protocol.DecodeDeployRequest(data)
+	if err != nil {
+		code := protocol.ErrorCodeOf(err)
+		s.count(protocol.StatusRejected, req.Action, code)
+		if req.ReplyTo == "" {
+			log.Warn("dropped deploy request without a valid reply_to", "err", err, "bytes", len(data))
+			return
+		}
+		log.Warn("rejected deploy request", "id", req.ID, "error_code", code, "err", err)
+		s.reply(req, protocol.StatusRejected, code, err.Error(), 0)
+		return
+	}
+	log = log.With("id", req.ID, "action", req.Action, "revision", req.Revision)
+	if !s.ids.Add(req.ID) {
+		s.count(protocol.StatusRejected, req.Action, protocol.ErrInvalidRequest)
+		log.Warn("rejected replayed deploy request")
+		s.reply(req, protocol.StatusRejected, protocol.ErrInvalidRequest, fmt.Sprintf("request id %s was already seen; a request is carried out once", req.ID), 0)
+		return
+	}
+	flakeRef, err := protocol.FlakeRef(s.cfg.FlakeURL, req.Revision, s.cfg.Hostname)
+	if err != nil {
+		s.count(protocol.StatusRejected, req.Action, protocol.ErrInvalidRevision)
+		s.reply(req, protocol.StatusRejected, protocol.ErrInvalidRevision, err.Error(), 0)
+		return
+	}
+	if !s.busy.CompareAndSwap(false, true) {
+		s.count(protocol.StatusRejected, req.Action, protocol.ErrAlreadyRunning)
+		log.Info("rejected deploy: another deploy is running")
+		s.reply(req, protocol.StatusRejected, protocol.ErrAlreadyRunning, "another deploy is running on "+s.cfg.Hostname+"; try again when it has finished", 0)
+		return
+	}
+	if s.ctx.Err() != nil {
+		s.busy.Store(false)
+		s.reply(req, protocol.StatusRejected, protocol.ErrAlreadyRunning, "listener on "+s.cfg.Hostname+" is shutting down", 0)
+		return
+	}
+	s.wg.Add(1)
+	s.reply(req, protocol.StatusAccepted, protocol.ErrNone, fmt.Sprintf("%s of %s accepted", req.Action, req.Revision), 0)
+	go s.run(req, flakeRef, log)
+}
+
+func (s *Server) run(req protocol.DeployRequest, flakeRef string, log *slog.Logger) {
+	defer s.wg.Done()
+	defer s.busy.Store(false)
+	if s.cfg.Metrics != nil {
+		s.cfg.Metrics.InProgress.Set(1)
+		defer s.cfg.Metrics.InProgress.Set(0)
+	}
+	if s.cfg.BeforeDeploy != nil {
+		s.cfg.BeforeDeploy(req.Action)
+	}
+	argv := []string{"nixos-rebuild", string(req.Action), "--flake", flakeRef}
+	log.Info("deploy started", "flake", flakeRef)
+	s.reply(req, protocol.StatusStarted, protocol.ErrNone, "running nixos-rebuild "+string(req.Action)+" --flake "+flakeRef, 0)
+
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.Timeout)
+	start := time.Now()
+	tail, err := s.cfg.Exec(ctx, argv)
+	cancel()
+	dur := time.Since(start)
+
+	status, code, msg := protocol.StatusCompleted, protocol.ErrNone, ""
+	switch {
+	case err == nil:
+		msg = fmt.Sprintf("nixos-rebuild %s of %s completed in %.1fs", req.Action, req.Revision, dur.Seconds())
+	case errors.Is(err, execx.ErrTimeout):
+		status, code = protocol.StatusFailed, protocol.ErrTimeout
+		msg = fmt.Sprintf("nixos-rebuild %s exceeded the %s timeout and was killed", req.Action, s.cfg.Timeout)
+	case errors.Is(err, execx.ErrCanceled):
+		status, code = protocol.StatusFailed, protocol.ErrTimeout
+		msg = fmt.Sprintf("the listener on %s was stopped and killed nixos-rebuild %s after its shutdown grace period", s.cfg.Hostname, req.Action)
+	default:
+		status, code = protocol.StatusFailed, protocol.ErrBuildFailed
+		msg = fmt.Sprintf("nixos-rebuild %s failed: %v", req.Action, err)
+	}
+	if status != protocol.StatusCompleted && tail != "" {
+		msg += "\n" + tail
+	}
+	if s.cfg.Metrics != nil {
+		s.cfg.Metrics.Duration.WithLabelValues(string(req.Action), strconv.FormatBool(status == protocol.StatusCompleted)).Observe(dur.Seconds())
+	}
+	s.count(status, req.Action, code)
+	log.Info("deploy finished", "status", status, "error_code", code, "duration", dur.Round(time.Millisecond))
+	s.reply(req, status, code, msg, dur)
+	if s.cfg.AfterDeploy != nil {
+		s.cfg.AfterDeploy(req.Action, status)
+	}
+}
+
+func (s *Server) count(status protocol.Status, action protocol.Action, code protocol.ErrorCode) {
+	if s.cfg.Metrics == nil {
+		return
+	}
+	a := string(action)
+	if protocol.ValidateAction(a) != nil {
+		a = ""
+	}
+	s.cfg.Metrics.Deployments.WithLabelValues(string(status), a, string(code)).Inc()
+}
+
+func (s *Server) reply(req protocol.DeployRequest, status protocol.Status, code protocol.ErrorCode, msg string, dur time.Duration) {
+	// Only ever publish under deploy.responses.
+	if protocol.ValidateReplySubject(req.ReplyTo, protocol.DeployResponsesPrefix) != nil {
+		s.cfg.Logger.Warn("not replying to a subject outside deploy.responses.", "reply_to", req.ReplyTo)
+		return
+	}
+	resp := protocol.DeployResponse{
+		ID: req.ID, Hostname: s.cfg.Hostname, Status: status, Error: code, Message: msg,
+		Tier: s.cfg.Tier, DurationSeconds: dur.Seconds(),
+	}
+	if protocol.ValidateAction(string(req.Action)) == nil {
+		resp.Action = req.Action
+		resp.Revision = req.Revision
+	}
+	data, err := json.Marshal(resp)
+	if err != nil {
+		s.cfg.Logger.Error("encode deploy response", "err", err)
+		return
+	}
+	if err := s.cfg.Publish(req.ReplyTo, data); err != nil {
+		s.cfg.Logger.Error("publish deploy status", "reply_to", req.ReplyTo, "status", status, "err", err)
+	}
+}
+
+// Shutdown stops accepting deploys, waits up to the context's deadline for a
+// running deploy to finish, then kills it (it is reported as failed) and
+// waits for its final status to be sent.
+func (s *Server) Shutdown(ctx context.Context) {
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		s.cancel()
+		return
+	case <-ctx.Done():
+	}
+	s.killedForShutdown.Store(true)
+	s.cancel()
+	<-done
+}

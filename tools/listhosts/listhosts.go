@@ -1,0 +1,211 @@
+// Package listhosts is the list_hosts tool module: discovery requests (ask)
+// and the listener's discovery answers (serve).
+package listhosts
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+
+	"github.com/google/jsonschema-go/jsonschema"
+	"github.com/nats-io/nats.go"
+
+	"github.com/homelab-deploy/homelab-deploy/protocol"
+	"github.com/homelab-deploy/homelab-deploy/tools"
+)
+
+// Input is the list_hosts tool's input.
+type Input struct {
+	Tier string `json:"tier,omitempty" jsonschema:"only list hosts of this tier"`
+}
+
+// Host is one discovered listener.
+type Host struct {
+	Hostname string   `json:"hostname" jsonschema:"the host's name, usable as deploy's hostname"`
+	Tier     string   `json:"tier" jsonschema:"test or prod"`
+	Role     string   `json:"role,omitempty" jsonschema:"the host's role, usable as deploy's role"`
+	Subjects []string `json:"subjects" jsonschema:"the NATS subjects the listener takes deploys on"`
+	Version  string   `json:"version" jsonschema:"the listener's homelab-deploy version"`
+	Busy     bool     `json:"busy" jsonschema:"true while a deploy runs on the host"`
+}
+
+// Result is the outcome of a discovery.
+type Result struct {
+	Tier    string `json:"tier,omitempty" jsonschema:"the tier filter, if any"`
+	Hosts   []Host `json:"hosts" jsonschema:"hosts that answered, sorted by tier then hostname"`
+	Message string `json:"message" jsonschema:"one-line summary"`
+}
+
+// IsError implements tools.Result: finding nobody is not an error.
+func (r Result) IsError() bool { return false }
+
+// Summary implements tools.Result.
+func (r Result) Summary() string {
+	var b strings.Builder
+	b.WriteString(r.Message)
+	for _, h := range r.Hosts {
+		fmt.Fprintf(&b, "\n%s\t%s", h.Hostname, h.Tier)
+		if h.Role != "" {
+			fmt.Fprintf(&b, "\trole=%s", h.Role)
+		}
+		if h.Busy {
+			b.WriteString("\tbusy")
+		}
+	}
+	return b.String()
+}
+
+// Tool returns the list_hosts tool.
+func Tool() tools.Tool {
+	return tools.Define(tools.Tool{
+		Name:  "list_hosts",
+		Title: "List deployment targets",
+		Description: "Discovers the hosts whose listeners are online: hostname, tier, role, the subjects they take deploys on, " +
+			"their version and whether a deploy is running. Read-only; takes about a second. Use it before deploy to find valid targets.",
+		Annotations: tools.Annotations{ReadOnly: true, Destructive: false, Idempotent: true, OpenWorld: true},
+	}, func(in, _ *jsonschema.Schema) {
+		var tiers []any
+		for _, t := range protocol.Tiers {
+			tiers = append(tiers, t)
+		}
+		in.Properties["tier"].Enum = tiers
+	}, func(ctx context.Context, deps tools.Deps, in Input, progress tools.Progress) (Result, error) {
+		conn := deps.Conn
+		if conn == nil {
+			conn = deps.AdminConn
+		}
+		return Discover(ctx, conn, in.Tier, protocol.DefaultDiscoverSubject, deps)
+	})
+}
+
+// Discover asks every listener on subject to describe itself and collects
+// the answers until no new one arrived for deps.DiscoverQuiet (or
+// deps.DiscoverMax passed).
+func Discover(ctx context.Context, conn *protocol.Conn, tier, subject string, deps tools.Deps) (Result, error) {
+	deps = deps.WithDefaults()
+	if tier != "" {
+		if err := protocol.ValidateTier(tier); err != nil {
+			return Result{}, tools.Invalid("%v", err)
+		}
+	}
+	if err := protocol.ValidateLiteralSubject(subject); err != nil {
+		return Result{}, tools.Invalid("discover subject: %v", err)
+	}
+	if conn == nil {
+		return Result{}, fmt.Errorf("list_hosts: no NATS connection")
+	}
+	id := protocol.NewID()
+	replyTo := protocol.DeployResponsesPrefix + id
+	sub, err := conn.SubscribeSync(replyTo)
+	if err != nil {
+		return Result{}, fmt.Errorf("list_hosts: subscribe to %s: %w", replyTo, err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	_ = sub.SetPendingLimits(-1, 64<<20)
+	permErr, stop := conn.WatchPermission(subject)
+	defer stop()
+
+	data, _ := json.Marshal(protocol.DiscoverRequest{ID: id, ReplyTo: replyTo, Tier: tier})
+	if err := conn.PublishMsg(&nats.Msg{Subject: subject, Reply: replyTo, Data: data}); err != nil {
+		return Result{}, fmt.Errorf("list_hosts: publish to %s: %w", subject, err)
+	}
+	_ = conn.Flush()
+
+	ctx, cancel := context.WithTimeout(ctx, deps.DiscoverMax)
+	defer cancel()
+	res := Result{Tier: tier, Hosts: []Host{}}
+	seen := map[string]bool{}
+	for {
+		// The first answer gets a longer wait (listeners far away); then a
+		// short quiet period ends the collection.
+		wait := deps.DiscoverQuiet
+		if len(seen) == 0 {
+			wait = 4 * deps.DiscoverQuiet
+		}
+		wctx, wcancel := context.WithTimeout(ctx, wait)
+		m, err := sub.NextMsgWithContext(wctx)
+		wcancel()
+		select {
+		case e := <-permErr:
+			return res, fmt.Errorf("the NATS server refused discovery on %s: %v", subject, e)
+		default:
+		}
+		if err != nil {
+			if ctx.Err() == context.Canceled {
+				return res, ctx.Err()
+			}
+			break
+		}
+		if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
+			break // nobody listens for discovery
+		}
+		var r protocol.DiscoverResponse
+		if len(m.Data) > protocol.MaxMessageSize*4 || json.Unmarshal(m.Data, &r) != nil {
+			deps.Logger.Warn("ignoring malformed discovery answer", "bytes", len(m.Data))
+			continue
+		}
+		if r.ID != "" && r.ID != id || protocol.ValidateHostname(r.Hostname) != nil || protocol.ValidateTier(r.Tier) != nil {
+			continue
+		}
+		if tier != "" && r.Tier != tier {
+			continue
+		}
+		key := r.Tier + "/" + r.Hostname
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		res.Hosts = append(res.Hosts, Host{Hostname: r.Hostname, Tier: r.Tier, Role: r.Role, Subjects: r.Subjects, Version: r.Version, Busy: r.Busy})
+	}
+	sort.Slice(res.Hosts, func(i, j int) bool {
+		if res.Hosts[i].Tier != res.Hosts[j].Tier {
+			return res.Hosts[i].Tier < res.Hosts[j].Tier
+		}
+		return res.Hosts[i].Hostname < res.Hosts[j].Hostname
+	})
+	switch {
+	case len(res.Hosts) == 0 && tier != "":
+		res.Message = fmt.Sprintf("no %s-tier host answered on %s", tier, subject)
+	case len(res.Hosts) == 0:
+		res.Message = fmt.Sprintf("no host answered on %s; are the listeners running and allowed to subscribe to it?", subject)
+	default:
+		res.Message = fmt.Sprintf("%d host(s) answered", len(res.Hosts))
+	}
+	return res, nil
+}
+
+// Responder is the serve half: it answers discovery requests for one
+// listener.
+type Responder struct {
+	Hostname, Tier, Role string
+	Subjects             []string
+	Version              string
+	Busy                 func() bool
+	Publish              func(subject string, data []byte) error
+	Logger               *slog.Logger
+}
+
+// Handle answers one raw discovery request.
+func (r *Responder) Handle(data []byte) {
+	req, err := protocol.DecodeDiscoverRequest(data)
+	if err != nil {
+		if r.Logger != nil {
+			r.Logger.Debug("ignored discovery request", "err", err)
+		}
+		return
+	}
+	if req.Tier != "" && req.Tier != r.Tier {
+		return
+	}
+	resp := protocol.DiscoverResponse{ID: req.ID, Hostname: r.Hostname, Tier: r.Tier, Role: r.Role, Subjects: r.Subjects, Version: r.Version}
+	if r.Busy != nil {
+		resp.Busy = r.Busy()
+	}
+	out, _ := json.Marshal(resp)
+	if err := r.Publish(req.ReplyTo, out); err != nil && r.Logger != nil {
+		r.Logger.Warn("publish discovery answer", "err", err)
+	}
+}

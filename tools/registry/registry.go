@@ -1,0 +1,17 @@
+// Package registry assembles every tool module into one registry. Adapters
+// (CLI, MCP) take their tools from here.
+package registry
+
+import (
+	"github.com/homelab-deploy/homelab-deploy/tools"
+	"github.com/homelab-deploy/homelab-deploy/tools/deploy"
+	"github.com/homelab-deploy/homelab-deploy/tools/listhosts"
+)
+
+// New returns a registry holding every tool module.
+func New() *tools.Registry {
+	r := &tools.Registry{}
+	r.Register(deploy.Tools()...)
+	r.Register(listhosts.Tool())
+	return r
+}
