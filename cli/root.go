@@ -121,6 +121,8 @@ func New(env Env) *Root {
 	newDeploy(r)
 	newListHosts(r)
 	newListener(r)
+	newKeygen(r)
+	newNATSConfig(r)
 	return r
 }
 

@@ -4,6 +4,7 @@
 package natsauth
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -64,7 +65,15 @@ func RenderJSON(users []User) ([]byte, error) {
 		j.Permissions.Subscribe = nonNil(u.Permissions.Subscribe)
 		out.Authorization.Users = append(out.Authorization.Users, j)
 	}
-	return json.MarshalIndent(out, "", "  ")
+	// No HTML escaping: '>' stays '>' for people reading the output.
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(out); err != nil {
+		return nil, err
+	}
+	return bytes.TrimRight(buf.Bytes(), "\n"), nil
 }
 
 func nonNil(s []string) []string {
@@ -83,8 +92,23 @@ func list(items []string) string {
 }
 
 // quote renders a NATS config string. Subjects and keys hold no quotes or
-// backslashes (they are validated before they get here), but be safe.
+// backslashes (they are validated before they get here), but be safe. The
+// NATS config lexer knows only \xXX, \t, \n, \r, \" and \\ escapes, so JSON
+// quoting (which writes \u003e for '>') must not be used here.
 func quote(s string) string {
-	b, _ := json.Marshal(s)
-	return string(b)
+	var b strings.Builder
+	b.WriteByte('"')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		case c < 0x20 || c == 0x7f:
+			fmt.Fprintf(&b, "\\x%02x", c)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
 }
