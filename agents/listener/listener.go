@@ -51,6 +51,8 @@ type Config struct {
 	Ready func(*Listener)
 	// Conn, if set, is used instead of dialling NATSURL (demo, tests).
 	Conn *protocol.Conn
+	// MessagePrefix, if set, starts every deploy status message (demo).
+	MessagePrefix string
 }
 
 // Listener is a running listener.
@@ -155,7 +157,7 @@ func Run(ctx context.Context, cfg Config) error {
 	l.server, err = deploy.NewServer(deploy.ServerConfig{
 		Hostname: cfg.Hostname, Tier: cfg.Tier, Role: cfg.Role, FlakeURL: cfg.FlakeURL,
 		Timeout: cfg.Timeout, Exec: cfg.Exec, Publish: publish, Metrics: m, Logger: log,
-		BeforeDeploy: cfg.BeforeDeploy,
+		BeforeDeploy: cfg.BeforeDeploy, MessagePrefix: cfg.MessagePrefix,
 		AfterDeploy: func(action protocol.Action, status protocol.Status) {
 			_ = conn.Flush()
 			if cfg.RestartAfter == nil {

@@ -51,6 +51,10 @@ type ServerConfig struct {
 	// ReplayWindow is how long request ids are remembered (default 10 min).
 	ReplayWindow time.Duration
 	Now          func() time.Time
+	// MessagePrefix, if set, starts every status message (the demo's
+	// simulated listeners use "[simulated] " so nobody mistakes them for
+	// real rebuilds).
+	MessagePrefix string
 }
 
 // Server is the serve half of the deploy tool: it validates a request,
@@ -219,7 +223,7 @@ func (s *Server) reply(req protocol.DeployRequest, status protocol.Status, code 
 		return
 	}
 	resp := protocol.DeployResponse{
-		ID: req.ID, Hostname: s.cfg.Hostname, Status: status, Error: code, Message: msg,
+		ID: req.ID, Hostname: s.cfg.Hostname, Status: status, Error: code, Message: s.cfg.MessagePrefix + msg,
 		Tier: s.cfg.Tier, DurationSeconds: dur.Seconds(),
 	}
 	if protocol.ValidateAction(string(req.Action)) == nil {
