@@ -4,6 +4,7 @@ package registry
 
 import (
 	"github.com/homelab-deploy/homelab-deploy/tools"
+	"github.com/homelab-deploy/homelab-deploy/tools/build"
 	"github.com/homelab-deploy/homelab-deploy/tools/deploy"
 	"github.com/homelab-deploy/homelab-deploy/tools/listhosts"
 )
@@ -13,5 +14,6 @@ func New() *tools.Registry {
 	r := &tools.Registry{}
 	r.Register(deploy.Tools()...)
 	r.Register(listhosts.Tool())
+	r.Register(build.Tool())
 	return r
 }

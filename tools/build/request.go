@@ -1,0 +1,220 @@
+package build
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/homelab-deploy/homelab-deploy/protocol"
+	"github.com/homelab-deploy/homelab-deploy/tools"
+)
+
+// Request is a build as the request half sends it.
+type Request struct {
+	Repo string
+	// Target is one host, or "all" (also when empty).
+	Target string
+	// Branch is a git branch, tag or commit; empty means the repo's default.
+	Branch string
+}
+
+// Result is the outcome of one build request: the builder's final response
+// plus what the requester knows. Its JSON shape is what `build --json`
+// prints and what the MCP tool returns; keep it stable.
+type Result struct {
+	ID     string `json:"id" jsonschema:"request id, echoed by the builder"`
+	Repo   string `json:"repo" jsonschema:"the repository built"`
+	Target string `json:"target" jsonschema:"the host built, or all"`
+	Branch string `json:"branch,omitempty" jsonschema:"git branch, tag or commit built (the repo default when none was asked for)"`
+	// Status is the builder's final status: completed, failed or rejected;
+	// failed also when no builder answered or no final status came in time.
+	Status    protocol.Status    `json:"status" jsonschema:"completed, failed or rejected"`
+	ErrorCode protocol.ErrorCode `json:"error_code,omitempty" jsonschema:"why the build was rejected or failed: unknown_repo, unknown_host, invalid_revision, invalid_request, already_running, build_failed or timeout"`
+	Success   bool               `json:"success" jsonschema:"true when every host built"`
+	Message   string             `json:"message" jsonschema:"one-line summary, e.g. built 5/5 hosts successfully"`
+	// Error holds Nix's output when listing the hosts failed.
+	Error                string                     `json:"error,omitempty" jsonschema:"last lines of Nix's error when the hosts could not be listed"`
+	Results              []protocol.BuildHostResult `json:"results" jsonschema:"one entry per host, sorted by host"`
+	HostsTotal           int                        `json:"hosts_total" jsonschema:"hosts the build covered"`
+	Succeeded            int                        `json:"succeeded" jsonschema:"hosts that built"`
+	Failed               int                        `json:"failed" jsonschema:"hosts that failed or timed out"`
+	TotalDurationSeconds float64                    `json:"total_duration_seconds" jsonschema:"seconds from sending the request to the final status"`
+}
+
+// IsError implements tools.Result.
+func (r Result) IsError() bool { return !r.Success }
+
+// Summary implements tools.Result.
+func (r Result) Summary() string {
+	var b strings.Builder
+	b.WriteString(r.Message)
+	for _, h := range r.Results {
+		if h.Success {
+			fmt.Fprintf(&b, "\n%s: ok (%.1fs)", h.Host, h.DurationSeconds)
+			continue
+		}
+		fmt.Fprintf(&b, "\n%s: FAILED (%.1fs)", h.Host, h.DurationSeconds)
+		if line := ErrorLine(h.Error); line != "" {
+			fmt.Fprintf(&b, ": %s", line)
+		}
+	}
+	if r.Error != "" {
+		fmt.Fprintf(&b, "\n%s", r.Error)
+	}
+	return b.String()
+}
+
+// Check validates a request and fills the default target. Errors are
+// *tools.InputError: nothing was sent.
+func (req *Request) Check() error {
+	if err := protocol.ValidateRepo(req.Repo); err != nil {
+		return &tools.InputError{Err: err}
+	}
+	if req.Target == "" {
+		req.Target = protocol.BuildTargetAll
+	}
+	if err := protocol.ValidateBuildTarget(req.Target); err != nil {
+		return &tools.InputError{Err: err}
+	}
+	if req.Branch != "" {
+		if err := protocol.ValidateRevision(req.Branch); err != nil {
+			return &tools.InputError{Err: fmt.Errorf("branch: %w", err)}
+		}
+	}
+	return nil
+}
+
+// Send publishes a build request on conn (to build.<repo>.<target>, with
+// the NATS reply subject equal to reply_to) and collects the builder's
+// statuses until the final one. It emits one event when the build starts
+// and one per finished host, in the order the hosts finish. It returns at
+// once when no builder is subscribed, and gives up after deps.BuildTimeout.
+func Send(ctx context.Context, conn *protocol.Conn, req Request, deps tools.Deps, progress tools.Progress) (Result, error) {
+	deps = deps.WithDefaults()
+	if err := req.Check(); err != nil {
+		return Result{}, err
+	}
+	if conn == nil {
+		return Result{}, fmt.Errorf("build: no NATS connection")
+	}
+	id := protocol.NewID()
+	replyTo := protocol.BuildResponsesPrefix + id
+	subject := protocol.BuildSubject(req.Repo, req.Target)
+	res := Result{ID: id, Repo: req.Repo, Target: req.Target, Branch: req.Branch, Status: protocol.StatusFailed, Results: []protocol.BuildHostResult{}}
+
+	sub, err := conn.SubscribeSync(replyTo)
+	if err != nil {
+		return res, fmt.Errorf("build: subscribe to %s: %w", replyTo, err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	_ = sub.SetPendingLimits(-1, 64<<20)
+	pubErr, stopPub := conn.WatchPermission(subject)
+	defer stopPub()
+	subErr, stopSub := conn.WatchPermission(replyTo)
+	defer stopSub()
+
+	data, _ := json.Marshal(protocol.BuildRequest{ID: id, Repo: req.Repo, Target: req.Target, Branch: req.Branch, ReplyTo: replyTo})
+	start := time.Now()
+	if err := conn.PublishMsg(&nats.Msg{Subject: subject, Reply: replyTo, Data: data}); err != nil {
+		return res, fmt.Errorf("build: publish to %s: %w", subject, err)
+	}
+	_ = conn.Flush()
+
+	ctx, cancel := context.WithTimeout(ctx, deps.BuildTimeout)
+	defer cancel()
+	msgs := make(chan *nats.Msg)
+	go func() {
+		for {
+			m, err := sub.NextMsgWithContext(ctx)
+			if err != nil {
+				return
+			}
+			select {
+			case msgs <- m:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	finish := func(msg string) Result {
+		res.TotalDurationSeconds = time.Since(start).Seconds()
+		if msg != "" {
+			res.Message = msg
+		}
+		return res
+	}
+	for {
+		select {
+		case err := <-pubErr:
+			return finish(fmt.Sprintf("the NATS server refused to let this credential publish to %s (%v); a build client needs publish permission on build.%s.*", subject, err, req.Repo)), nil
+		case err := <-subErr:
+			return finish(fmt.Sprintf("the NATS server refused to let this credential subscribe to %s (%v); a build client needs subscribe permission on build.responses.>", replyTo, err)), nil
+		case <-ctx.Done():
+			if ctx.Err() == context.Canceled {
+				return finish("cancelled while waiting for the builder"), ctx.Err()
+			}
+			res.ErrorCode = protocol.ErrTimeout
+			return finish(fmt.Sprintf("no final status from the builder within %s (%d of %d host(s) reported); the build may still be running there", deps.BuildTimeout, len(res.Results), res.HostsTotal)), nil
+		case m := <-msgs:
+			if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
+				return finish(fmt.Sprintf("no builder answered for repo %s: no builder is subscribed to %s (is one running with %s in its config?)", req.Repo, protocol.BuildRepoWildcard(req.Repo), req.Repo)), nil
+			}
+			var r protocol.BuildResponse
+			if len(m.Data) > 1<<20 || json.Unmarshal(m.Data, &r) != nil {
+				deps.Logger.Warn("ignoring malformed build response", "subject", m.Subject, "bytes", len(m.Data))
+				continue
+			}
+			if r.ID != "" && r.ID != id {
+				continue
+			}
+			elapsed := time.Since(start)
+			if r.Branch != "" {
+				res.Branch = r.Branch
+			}
+			switch r.Status {
+			case protocol.StatusStarted:
+				res.HostsTotal = r.HostsTotal
+				progress.Emit(tools.Event{Status: r.Status, Message: r.Message, Total: r.HostsTotal, Elapsed: elapsed})
+			case protocol.StatusProgress:
+				ok := r.HostSuccess != nil && *r.HostSuccess
+				hr := protocol.BuildHostResult{Host: r.Host, Success: ok, DurationSeconds: r.Duration, Error: r.Error, ErrorCode: r.ErrorCode, OutPath: r.OutPath}
+				res.Results = append(res.Results, hr)
+				if r.HostsTotal > 0 {
+					res.HostsTotal = r.HostsTotal
+				}
+				ev := tools.Event{Host: r.Host, Status: protocol.StatusCompleted, Message: r.Message, Done: r.HostsCompleted, Total: r.HostsTotal,
+					Elapsed: elapsed, Duration: time.Duration(r.Duration * float64(time.Second))}
+				if !ok {
+					ev.Status, ev.Error = protocol.StatusFailed, r.ErrorCode
+					if ev.Error == protocol.ErrNone {
+						ev.Error = protocol.ErrBuildFailed
+					}
+				}
+				progress.Emit(ev)
+			case protocol.StatusCompleted, protocol.StatusFailed, protocol.StatusRejected:
+				res.Status = r.Status
+				res.ErrorCode = r.ErrorCode
+				res.Error = r.Error
+				if r.Results != nil || r.Status != protocol.StatusRejected {
+					res.Results = append([]protocol.BuildHostResult{}, r.Results...)
+				}
+				res.Succeeded, res.Failed = r.Succeeded, r.Failed
+				if n := len(r.Results); n > res.HostsTotal {
+					res.HostsTotal = n
+				}
+				res.Success = r.Status == protocol.StatusCompleted && r.Failed == 0
+				msg := r.Message
+				if msg == "" {
+					msg = "build " + string(r.Status)
+				}
+				return finish(msg), nil
+			default:
+				deps.Logger.Warn("ignoring build response with an unknown status", "status", r.Status)
+			}
+		}
+	}
+}
