@@ -123,6 +123,7 @@ func New(env Env) *Root {
 	newListener(r)
 	newKeygen(r)
 	newNATSConfig(r)
+	newDemo(r)
 	return r
 }
 
