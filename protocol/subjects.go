@@ -106,6 +106,9 @@ func ParseDeploySubject(s string) (Target, error) {
 			return Target{Subject: s, Kind: TargetRole, Tier: tier, Name: toks[3]}, nil
 		}
 	}
+	if len(toks) >= 3 && toks[2] == "role" {
+		return Target{}, fmt.Errorf("subject %q: a role subject is deploy.<tier>.role.<role>", s)
+	}
 	if len(toks) < 3 {
 		return Target{}, fmt.Errorf("subject %q is too short: use deploy.<tier>.<hostname>, deploy.<tier>.all or deploy.<tier>.role.<role>", s)
 	}

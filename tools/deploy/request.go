@@ -3,6 +3,7 @@ package deploy
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -69,6 +70,9 @@ func (r Result) Summary() string {
 	return b.String()
 }
 
+// noResponders stands for the server's "no responders" status message.
+var noResponders = &nats.Msg{}
+
 type hostState struct {
 	resp     protocol.DeployResponse
 	firstAt  time.Duration
@@ -131,6 +135,10 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, deps tools.Deps
 	go func() {
 		for {
 			m, err := sub.NextMsgWithContext(ctx)
+			if errors.Is(err, nats.ErrNoResponders) {
+				// The server tells us at once that nobody is subscribed.
+				m, err = noResponders, nil
+			}
 			if err != nil {
 				return
 			}
@@ -197,7 +205,7 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, deps tools.Deps
 				return finish(verdict(&res)), nil
 			}
 		case m := <-msgs:
-			if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
+			if m == noResponders {
 				if len(hosts) == 0 {
 					return finish(fmt.Sprintf("no listener is subscribed to %s: check the subject (hostname, tier, role) with `homelab-deploy list-hosts`", req.Subject)), nil
 				}

@@ -5,6 +5,7 @@ package listhosts
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -133,14 +134,14 @@ func Discover(ctx context.Context, conn *protocol.Conn, tier, subject string, de
 			return res, fmt.Errorf("the NATS server refused discovery on %s: %v", subject, e)
 		default:
 		}
+		if errors.Is(err, nats.ErrNoResponders) {
+			break // nobody listens for discovery
+		}
 		if err != nil {
 			if ctx.Err() == context.Canceled {
 				return res, ctx.Err()
 			}
 			break
-		}
-		if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
-			break // nobody listens for discovery
 		}
 		var r protocol.DiscoverResponse
 		if len(m.Data) > protocol.MaxMessageSize*4 || json.Unmarshal(m.Data, &r) != nil {
