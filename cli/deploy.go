@@ -72,6 +72,10 @@ func resolveAlias(arg string, getenv func(string) string) (string, error) {
 
 func (c *deployCmd) exec(ctx context.Context, args []string) error {
 	r := c.root
+	args, err := interspersed(c.Flags, args)
+	if err != nil {
+		return err
+	}
 	if err := applyEnv(c.Flags, r.Getenv, merge(c.conn.env(), map[string]string{
 		"branch":        "HOMELAB_DEPLOY_BRANCH",
 		"action":        "HOMELAB_DEPLOY_ACTION",

@@ -40,3 +40,45 @@ func required(pairs ...string) error {
 	}
 	return nil
 }
+
+// interspersed lets flags follow positional arguments, as in
+// `deploy deploy.prod.myhost --branch main`: ff stops parsing flags at the
+// first positional argument, so the leftovers are parsed here against the
+// same flag set. A "--" ends flag parsing.
+func interspersed(fs ff.Flags, args []string) ([]string, error) {
+	var pos []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			return append(pos, args[i+1:]...), nil
+		}
+		if len(a) < 2 || a[0] != '-' {
+			pos = append(pos, a)
+			continue
+		}
+		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if name == "h" || name == "help" {
+			return nil, ff.ErrHelp
+		}
+		f, ok := fs.GetFlag(name)
+		if !ok {
+			return nil, usagef("unknown flag %s", a)
+		}
+		isBool := f.GetPlaceholder() == ""
+		if !hasValue {
+			if isBool {
+				value = "true"
+			} else {
+				if i+1 >= len(args) {
+					return nil, usagef("flag %s needs a value", a)
+				}
+				i++
+				value = args[i]
+			}
+		}
+		if err := f.SetValue(value); err != nil {
+			return nil, usagef("flag %s: %v", a, err)
+		}
+	}
+	return pos, nil
+}

@@ -61,6 +61,10 @@ func newListener(r *Root) *listenerCmd {
 
 func (c *listenerCmd) exec(ctx context.Context, args []string) error {
 	r := c.root
+	args, err := interspersed(c.Flags, args)
+	if err != nil {
+		return err
+	}
 	if err := applyEnv(c.Flags, r.Getenv, c.conn.env()); err != nil {
 		return err
 	}

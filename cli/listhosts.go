@@ -43,6 +43,10 @@ func newListHosts(r *Root) *listHostsCmd {
 
 func (c *listHostsCmd) exec(ctx context.Context, args []string) error {
 	r := c.root
+	args, err := interspersed(c.Flags, args)
+	if err != nil {
+		return err
+	}
 	if err := applyEnv(c.Flags, r.Getenv, c.conn.env()); err != nil {
 		return err
 	}
