@@ -116,7 +116,13 @@ const MaxFleetSize = 1 << 20
 
 var (
 	unknownFieldRe = regexp.MustCompile(`line (\d+): field (\S+) not found in type natsauth\.(\w+)`)
-	knownFields    = map[string]string{
+	typeHints      = map[string]string{
+		"map[string]FleetHost": "hosts is a mapping of host name to {tier: test|prod, role: ...}",
+		"FleetBuilder":         "builder is a mapping like {repos: [nixos-servers]}",
+		"FleetDeployers":       "deployers is a mapping like {test: true, admin: true}",
+		"[]string":             "write a list, e.g. [a, b]",
+	}
+	knownFields = map[string]string{
 		"Fleet":          "hosts, builder, deployers",
 		"FleetHost":      "tier, role, nkey, deploy_subjects, discover_subject",
 		"FleetBuilder":   "repos, nkey",
@@ -168,7 +174,14 @@ func explainYAMLError(err error) string {
 			msgs = append(msgs, fmt.Sprintf("line %s: unknown field %q; known fields here: %s", m[1], m[2], knownFields[m[3]]))
 			continue
 		}
-		msgs = append(msgs, strings.ReplaceAll(e, "natsauth.", ""))
+		e = strings.ReplaceAll(e, "natsauth.", "")
+		for typ, hint := range typeHints {
+			if strings.Contains(e, typ) {
+				e += " (" + hint + ")"
+				break
+			}
+		}
+		msgs = append(msgs, e)
 	}
 	return strings.Join(msgs, "; ")
 }
