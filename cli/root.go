@@ -154,6 +154,10 @@ func Run(ctx context.Context, args []string, env Env) int {
 		return ExitUsage
 	}
 	err = r.Command.Run(ctx)
+	if errors.Is(err, ff.ErrHelp) {
+		fmt.Fprint(r.Stdout, ffhelp.Command(r.Command.GetSelected()).String())
+		return ExitOK
+	}
 	return r.exitCode(err)
 }
 
