@@ -1,0 +1,65 @@
+# Defaults of services.homelab-deploy.{listener,builder}, as plain data.
+#
+# This file needs nothing but the Nix language: options.nix takes its
+# defaults from here, and the Go tests in this directory evaluate it with a
+# bare `nix-instantiate --eval` to check it against SPEC.md. Options without a
+# default (required ones, or ones whose default depends on the configuration,
+# such as hostname) are not listed.
+{
+  listener = {
+    enable = false;
+    role = null;
+    timeout = 600;
+    # Templates, expanded by the binary at startup. A subject that contains
+    # <role> is skipped when no role is set.
+    deploySubjects = [
+      "deploy.<tier>.<hostname>"
+      "deploy.<tier>.all"
+      "deploy.<tier>.role.<role>"
+    ];
+    discoverSubject = "deploy.discover";
+    environment = { };
+    metrics = {
+      enable = false;
+      address = ":9972";
+      openFirewall = false;
+    };
+    natsCaFile = null;
+    logLevel = "info";
+    extraArgs = [ ];
+  };
+
+  builder = {
+    enable = false;
+    configFile = null;
+    settings = { };
+    timeout = 1800;
+    maxParallel = 2;
+    environment = { };
+    metrics = {
+      enable = false;
+      address = ":9973";
+      openFirewall = false;
+    };
+    natsCaFile = null;
+    logLevel = "info";
+    extraArgs = [ ];
+  };
+
+  tiers = [
+    "test"
+    "prod"
+  ];
+  logLevels = [
+    "debug"
+    "info"
+    "warn"
+    "error"
+  ];
+
+  # Names the modules create. The listener watches its own unit file and
+  # exits after a switch that changed it (see internal/selfupdate).
+  listenerUnit = "homelab-deploy-listener";
+  builderUnit = "homelab-deploy-builder";
+  builderUser = "homelab-deploy-builder";
+}

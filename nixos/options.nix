@@ -1,0 +1,233 @@
+# Option declarations of services.homelab-deploy.listener and .builder.
+#
+# Only option-declaring functions of lib are used (mkOption, mkEnableOption,
+# types, literalExpression, literalMD), so the Go tests can evaluate these
+# declarations against a small stand-in lib and compare names, types and
+# defaults with SPEC.md. Defaults come from defaults.nix.
+{
+  lib,
+  pkgs,
+  config,
+}:
+let
+  inherit (lib) mkOption mkEnableOption types;
+  defaults = import ./defaults.nix;
+
+  # The package comes from the flake: its nixosModules set it (with
+  # mkDefault) to the flake's own build. Imported without the flake, the
+  # module looks for pkgs.homelab-deploy, which overlays.default provides.
+  packageOption =
+    what:
+    mkOption {
+      type = types.package;
+      default =
+        pkgs.homelab-deploy or (throw ''
+          services.homelab-deploy.${what}.package is not set and pkgs has no homelab-deploy.
+          Import the homelab-deploy flake's nixosModules.default (it sets the package), add its
+          overlays.default to nixpkgs.overlays, or set services.homelab-deploy.${what}.package.'');
+      defaultText = lib.literalMD "the homelab-deploy flake's package (`pkgs.homelab-deploy` without the flake)";
+      description = "The homelab-deploy package to run.";
+    };
+
+  natsUrlOption = mkOption {
+    type = types.str;
+    example = "nats://nats.example.com:4222";
+    description = ''
+      NATS server URL. Several servers of one cluster are given
+      comma-separated; `tls://` URLs enable TLS.
+    '';
+  };
+
+  nkeyFileOption =
+    who:
+    mkOption {
+      type = types.path;
+      example = "/run/secrets/homelab-deploy-${who}.nkey";
+      description = ''
+        Path to the NKey seed file (`SU...`) of the ${who}, as a string so it
+        never enters the Nix store. The file must be readable by the
+        ${if who == "listener" then "root user" else "`${defaults.builderUser}` user"}
+        and not by group or others (mode 0400 or 0600): the binary refuses
+        it otherwise. sops-nix and agenix write secrets under /run with mode 0400.
+      '';
+    };
+
+  natsCaFileOption = mkOption {
+    type = types.nullOr types.path;
+    default = null;
+    example = "/etc/ssl/nats/ca.pem";
+    description = "CA bundle that signed the NATS server's TLS certificate (`--nats-ca-file`).";
+  };
+
+  logLevelOption =
+    d:
+    mkOption {
+      type = types.enum defaults.logLevels;
+      default = d;
+      description = "Log level (`--log-level`). Logs go to the journal as plain text.";
+    };
+
+  environmentOption = mkOption {
+    type = types.attrsOf types.str;
+    default = l.environment;
+    example = {
+      GIT_SSH_COMMAND = "ssh -i /run/secrets/deploy-key -o StrictHostKeyChecking=accept-new";
+    };
+    description = "Additional environment variables for the service.";
+  };
+
+  extraArgsOption = mkOption {
+    type = types.listOf types.str;
+    default = l.extraArgs;
+    example = [
+      "--log-level"
+      "debug"
+    ];
+    description = "Extra command-line arguments appended to the service's command line.";
+  };
+
+  metricsOptions = d: {
+    enable = mkEnableOption "the Prometheus metrics endpoint (`/metrics` and `/health`)";
+    address = mkOption {
+      type = types.str;
+      default = d.address;
+      example = "127.0.0.1${d.address}";
+      description = "Listen address of the metrics HTTP server (`host:port`, `:port`, `[::]:port`).";
+    };
+    openFirewall = mkOption {
+      type = types.bool;
+      default = d.openFirewall;
+      description = "Open the metrics port (from `address`) in the firewall when metrics are enabled.";
+    };
+  };
+
+  settingsFormat = pkgs.formats.yaml { };
+  l = defaults.listener;
+  b = defaults.builder;
+in
+{
+  listener = {
+    enable = mkEnableOption "the homelab-deploy listener, which runs nixos-rebuild on deploy requests from NATS";
+
+    package = packageOption "listener";
+
+    hostname = mkOption {
+      type = types.str;
+      default = config.networking.hostName;
+      defaultText = lib.literalExpression "config.networking.hostName";
+      description = "Hostname used in subject templates and in responses. One NATS subject token.";
+    };
+
+    tier = mkOption {
+      type = types.enum defaults.tiers;
+      example = "prod";
+      description = "Deployment tier of this host.";
+    };
+
+    role = mkOption {
+      type = types.nullOr types.str;
+      default = l.role;
+      example = "dns";
+      description = "Role for role-based targeting (`deploy.<tier>.role.<role>`). One NATS subject token.";
+    };
+
+    natsUrl = natsUrlOption;
+
+    nkeyFile = nkeyFileOption "listener";
+
+    flakeUrl = mkOption {
+      type = types.str;
+      example = "git+https://git.example.com/user/nixos-configs.git";
+      description = "Flake that nixos-rebuild builds; the requested revision and `#<hostname>` are added to it.";
+    };
+
+    timeout = mkOption {
+      type = types.ints.positive;
+      default = l.timeout;
+      description = "Deployment timeout in seconds.";
+    };
+
+    deploySubjects = mkOption {
+      type = types.listOf types.str;
+      default = l.deploySubjects;
+      description = ''
+        NATS subjects to subscribe to. `<hostname>`, `<tier>` and `<role>`
+        are expanded at startup; a subject containing `<role>` is skipped
+        when no role is set.
+      '';
+    };
+
+    discoverSubject = mkOption {
+      type = types.str;
+      default = l.discoverSubject;
+      description = "Subject on which host discovery requests arrive.";
+    };
+
+    environment = environmentOption;
+
+    metrics = metricsOptions l.metrics;
+
+    natsCaFile = natsCaFileOption;
+
+    logLevel = logLevelOption l.logLevel;
+
+    extraArgs = extraArgsOption;
+  };
+
+  builder = {
+    enable = mkEnableOption "the homelab-deploy builder, which runs nix build on build requests from NATS";
+
+    package = packageOption "builder";
+
+    natsUrl = natsUrlOption;
+
+    nkeyFile = nkeyFileOption "builder";
+
+    configFile = mkOption {
+      type = types.nullOr types.path;
+      default = b.configFile;
+      example = "/etc/homelab-deploy/builder.yaml";
+      description = ''
+        Builder configuration file (YAML, a `repos` map). Exactly one of
+        `configFile` and `settings` must be set.
+      '';
+    };
+
+    settings = mkOption {
+      type = settingsFormat.type;
+      default = b.settings;
+      example = {
+        repos.nixos-servers = {
+          url = "git+https://git.example.com/org/nixos-servers.git";
+          default_branch = "master";
+        };
+      };
+      description = ''
+        Builder configuration as Nix, rendered to YAML. An alternative to
+        `configFile`; exactly one of them must be set.
+      '';
+    };
+
+    timeout = mkOption {
+      type = types.ints.positive;
+      default = b.timeout;
+      description = "Build timeout per host in seconds.";
+    };
+
+    maxParallel = mkOption {
+      type = types.ints.positive;
+      default = b.maxParallel;
+      description = "How many hosts of one build request are built at the same time (`--max-parallel`).";
+    };
+
+    environment = environmentOption;
+
+    metrics = metricsOptions b.metrics;
+
+    natsCaFile = natsCaFileOption;
+
+    logLevel = logLevelOption b.logLevel;
+
+    extraArgs = extraArgsOption;
+  };
+}
