@@ -2,11 +2,13 @@ package cli
 
 import (
 	"context"
+	"os"
 	"time"
 
 	"github.com/peterbourgon/ff/v4"
 
 	"github.com/homelab-deploy/homelab-deploy/agents/listener"
+	"github.com/homelab-deploy/homelab-deploy/internal/selfupdate"
 	"github.com/homelab-deploy/homelab-deploy/protocol"
 )
 
@@ -88,6 +90,9 @@ func (c *listenerCmd) exec(ctx context.Context, args []string) error {
 		MetricsEnabled: c.MetricsEnabled, MetricsAddr: c.MetricsAddr,
 		ShutdownGrace: time.Duration(c.Grace) * time.Second,
 		Version:       r.Env.Version, Logger: r.Logger(),
+	}
+	if c.WatchUnitFile != "" {
+		cfg.WatchPaths = selfupdate.WatchPaths(c.WatchUnitFile, os.Args[0])
 	}
 	if _, err := cfg.Validate(); err != nil {
 		return usageError{err}

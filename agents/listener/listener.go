@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/homelab-deploy/homelab-deploy/agents/metricsserver"
+	"github.com/homelab-deploy/homelab-deploy/internal/selfupdate"
 	"github.com/homelab-deploy/homelab-deploy/protocol"
 	"github.com/homelab-deploy/homelab-deploy/tools/deploy"
 	"github.com/homelab-deploy/homelab-deploy/tools/listhosts"
@@ -42,6 +43,10 @@ type Config struct {
 	Logger        *slog.Logger
 	// Exec replaces nixos-rebuild (tests, demo).
 	Exec deploy.Executor
+	// WatchPaths, when not empty, are the listener's own unit file and
+	// binary: after a switch (or test) that changed one of them, the listener
+	// exits cleanly so systemd starts the new version.
+	WatchPaths []string
 	// RestartAfter, if set, is asked after each finished deploy whether the
 	// listener should exit so that systemd starts the new version.
 	RestartAfter func(action protocol.Action, status protocol.Status) (bool, string)
@@ -132,6 +137,9 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.ShutdownGrace = 30 * time.Second
 	}
 	log := cfg.Logger.With("hostname", cfg.Hostname, "tier", cfg.Tier)
+	if len(cfg.WatchPaths) > 0 && cfg.RestartAfter == nil {
+		cfg.BeforeDeploy, cfg.RestartAfter = selfRestart(cfg.WatchPaths, cfg.BeforeDeploy)
+	}
 	l := &Listener{cfg: cfg, Subjects: subjects, restart: make(chan string, 1)}
 
 	reg := prometheus.NewRegistry()
@@ -259,4 +267,27 @@ func drain(conn *protocol.Conn, d time.Duration) error {
 	case <-time.After(d):
 		return errors.New("drain timed out")
 	}
+}
+
+// selfRestart snapshots the watched paths right before each nixos-rebuild
+// and, after a completed deploy, decides whether the listener replaced
+// itself.
+func selfRestart(paths []string, before func(protocol.Action)) (func(protocol.Action), func(protocol.Action, protocol.Status) (bool, string)) {
+	var mu sync.Mutex
+	var snap selfupdate.Snapshot
+	return func(a protocol.Action) {
+			mu.Lock()
+			snap = selfupdate.Take(paths, nil)
+			mu.Unlock()
+			if before != nil {
+				before(a)
+			}
+		}, func(a protocol.Action, status protocol.Status) (bool, string) {
+			if status != protocol.StatusCompleted {
+				return false, ""
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			return selfupdate.Decide(string(a), snap, selfupdate.Take(paths, nil))
+		}
 }
