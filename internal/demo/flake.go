@@ -26,13 +26,7 @@ func NixEnv(getenv func(string) string) []string {
 	if getenv("NIX_CONFIG") != "" {
 		return env
 	}
-	out := make([]string, 0, len(env)+1)
-	for _, kv := range env {
-		if !strings.HasPrefix(kv, "NIX_CONFIG=") {
-			out = append(out, kv)
-		}
-	}
-	return append(out, "NIX_CONFIG="+NixConfig)
+	return append(withoutVar(env, "NIX_CONFIG"), "NIX_CONFIG="+NixConfig)
 }
 
 // nixSystem is Nix's name for this machine's platform. Flakes evaluate
