@@ -1,0 +1,84 @@
+package listhosts_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/homelab-deploy/homelab-deploy/internal/testenv"
+	"github.com/homelab-deploy/homelab-deploy/protocol"
+	"github.com/homelab-deploy/homelab-deploy/tools"
+	"github.com/homelab-deploy/homelab-deploy/tools/listhosts"
+)
+
+func responder(t *testing.T, n *testenv.NATS, name, tier, role string) {
+	t.Helper()
+	conn := n.Connect(t, name)
+	subs, _ := protocol.ExpandSubjects(protocol.DefaultDeploySubjects(), protocol.TemplateVars{Hostname: name, Tier: tier, Role: role})
+	r := &listhosts.Responder{Hostname: name, Tier: tier, Role: role, Subjects: subs, Version: "v1", Busy: func() bool { return name == "dns1" },
+		Publish: func(s string, d []byte) error { return conn.Publish(s, d) }}
+	if _, err := conn.Subscribe(protocol.DefaultDiscoverSubject, func(m *nats.Msg) { r.Handle(m.Data) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDiscover(t *testing.T) {
+	t.Parallel()
+	n := testenv.StartNATS(t,
+		testenv.User{Name: "testhost1", Permissions: testenv.ListenerPerms("test", "testhost1", "")},
+		testenv.User{Name: "dns1", Permissions: testenv.ListenerPerms("prod", "dns1", "dns")},
+		testenv.User{Name: "deployer", Permissions: testenv.Ptr(protocol.TestDeployerPermissions())})
+	responder(t, n, "testhost1", "test", "")
+	responder(t, n, "dns1", "prod", "dns")
+	conn := n.Connect(t, "deployer")
+	deps := tools.Deps{DiscoverQuiet: 200 * time.Millisecond}
+
+	res, err := listhosts.Discover(context.Background(), conn, "", protocol.DefaultDiscoverSubject, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := fmt.Sprint(res.Hosts)
+	want := "[{dns1 prod dns [deploy.prod.dns1 deploy.prod.all deploy.prod.role.dns] v1 true} {testhost1 test  [deploy.test.testhost1 deploy.test.all] v1 false}]"
+	if got != want {
+		t.Fatalf("hosts = %s\nwant    %s", got, want)
+	}
+	res, err = listhosts.Discover(context.Background(), conn, "test", protocol.DefaultDiscoverSubject, deps)
+	if err != nil || len(res.Hosts) != 1 || res.Hosts[0].Hostname != "testhost1" {
+		t.Fatalf("tier filter: %+v %v", res, err)
+	}
+	if _, err := listhosts.Discover(context.Background(), conn, "staging", protocol.DefaultDiscoverSubject, deps); err == nil {
+		t.Fatal("tier staging accepted")
+	}
+}
+
+func TestDiscoverWithNobodyListening(t *testing.T) {
+	t.Parallel()
+	n := testenv.StartNATS(t, testenv.User{Name: "deployer", Permissions: testenv.Ptr(protocol.TestDeployerPermissions())})
+	res, err := listhosts.Discover(context.Background(), n.Connect(t, "deployer"), "", protocol.DefaultDiscoverSubject, tools.Deps{DiscoverQuiet: 5 * time.Second, DiscoverMax: 60 * time.Second})
+	if err != nil || len(res.Hosts) != 0 || !strings.Contains(res.Message, "no host answered") {
+		t.Fatalf("%+v %v", res, err)
+	}
+}
+
+// A responder ignores requests whose reply subject is outside
+// deploy.responses. and never publishes there.
+func TestResponderIgnoresForeignReplySubjects(t *testing.T) {
+	t.Parallel()
+	var published []string
+	r := &listhosts.Responder{Hostname: "h", Tier: "test", Publish: func(s string, _ []byte) error { published = append(published, s); return nil }}
+	for _, data := range []string{`{"reply_to":"deploy.prod.all"}`, `{"reply_to":"_INBOX.x"}`, `{"reply_to":"deploy.responses.a.b"}`, `not json`, `{"reply_to":"deploy.responses.ok","extra":1}`} {
+		r.Handle([]byte(data))
+	}
+	r.Handle([]byte(`{"reply_to":"deploy.responses.ok","tier":"prod"}`))
+	r.Handle([]byte(`{"reply_to":"deploy.responses.ok"}`))
+	if fmt.Sprint(published) != "[deploy.responses.ok]" {
+		t.Fatalf("published to %q", published)
+	}
+}
