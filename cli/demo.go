@@ -45,7 +45,7 @@ func newDemo(r *Root) *demoCmd {
 	c.Command = &ff.Command{
 		Name:      "demo",
 		Usage:     "homelab-deploy demo [--serve] [--step-delay DURATION]",
-		ShortHelp: "run a whole fleet in this process and walk through list-hosts, deploys, a denied deploy and a build",
+		ShortHelp: "try it all: a simulated fleet on an embedded NATS server, deploys, a refused deploy, a build",
 		LongHelp: "Starts, in this process and on 127.0.0.1 only, an embedded NATS server with generated NKeys\n" +
 			"and the authorization block `nats-config` would print, three listeners (testhost1 in test,\n" +
 			"dns1 with role dns and web1 in prod) whose nixos-rebuild is simulated (every message says\n" +
