@@ -97,6 +97,8 @@ func (c *demoCmd) exec(ctx context.Context, args []string) error {
 		noNix = "not started (--no-build)"
 	} else if _, err := exec.LookPath("nix"); err != nil {
 		noNix = "not started: nix is not on PATH (install Nix to see real builds; everything else works without it)"
+	} else if _, err := exec.LookPath("git"); err != nil {
+		noNix = "not started: git is not on PATH (the builder fetches the example flake from a git repository)"
 	} else {
 		opts.Nix = true
 	}
