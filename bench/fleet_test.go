@@ -1,0 +1,279 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/homelab-deploy/homelab-deploy/agents/listener"
+	"github.com/homelab-deploy/homelab-deploy/internal/testenv"
+	"github.com/homelab-deploy/homelab-deploy/protocol"
+	"github.com/homelab-deploy/homelab-deploy/tools"
+	"github.com/homelab-deploy/homelab-deploy/tools/deploy"
+	"github.com/homelab-deploy/homelab-deploy/tools/listhosts"
+)
+
+// Subjects of the raw baseline's responders. They live on the same
+// connections as the real listeners, so both paths cross the same server,
+// sockets and read loops.
+const (
+	rawDeploySubject   = "bench.raw.deploy"
+	rawDiscoverSubject = "bench.raw.discover"
+	rawSinglePrefix    = "bench.raw.single."
+)
+
+// acceptWindow is the group deploy's accept window in the benchmarks. It is
+// a fixed wait by design, so it is set small here and reported on its own.
+const acceptWindow = 50 * time.Millisecond
+
+// discoverQuiet is discovery's quiet period in the benchmarks, for the same
+// reason.
+const discoverQuiet = 50 * time.Millisecond
+
+// instant stands in for nixos-rebuild: it succeeds at once, so the
+// benchmarks measure messaging, not Nix.
+func instant(context.Context, []string) (string, error) { return "", nil }
+
+// sizes are the byte sizes of our messages, measured on the wire, so the raw
+// baseline carries exactly as many bytes.
+type sizes struct {
+	request, accepted, started, completed int
+	discoverRequest, discoverAnswer       int
+}
+
+// fleet is N in-process listeners on an embedded NATS server, one NATS
+// connection each (as N hosts would have), plus a deployer connection.
+//
+// The server has one NKey user allowed everything: N users with SPEC's
+// per-host permissions would only make setup slower, not the messaging.
+type fleet struct {
+	n        int
+	nats     *testenv.NATS
+	deployer *protocol.Conn
+	deps     tools.Deps
+	size     sizes
+	payload  struct{ request, discoverRequest []byte }
+}
+
+func hostname(i int) string { return fmt.Sprintf("h%04d", i) }
+
+// startFleet starts n listeners through listener.Run, exactly as the
+// daemon composes them (deploy serve half, list_hosts responder, metrics
+// registry), with the instant executor. It is stopped when b ends.
+func startFleet(b *testing.B, n int) *fleet {
+	b.Helper()
+	f := &fleet{n: n, nats: testenv.StartNATS(b, testenv.User{Name: "all"})}
+	f.deployer = f.nats.Connect(b, "all")
+	f.deps = tools.Deps{AcceptWindow: acceptWindow, DiscoverQuiet: discoverQuiet, DeployTimeout: 60 * time.Second, DiscoverMax: 60 * time.Second}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var ready, done sync.WaitGroup
+	errs := make(chan error, n)
+	conns := make([]*protocol.Conn, n)
+	for i := range n {
+		conns[i] = f.nats.Connect(b, "all")
+		ready.Add(1)
+		done.Add(1)
+		go func(i int) {
+			defer done.Done()
+			var once sync.Once
+			err := listener.Run(ctx, listener.Config{
+				Hostname: hostname(i), Tier: "test", FlakeURL: "git+https://git.example.com/homelab/nixos-configs.git",
+				Timeout: time.Minute, Version: "bench", Conn: conns[i], Exec: instant,
+				Ready: func(*listener.Listener) { once.Do(ready.Done) },
+			})
+			if err != nil {
+				errs <- fmt.Errorf("listener %s: %w", hostname(i), err)
+				once.Do(ready.Done)
+			}
+		}(i)
+	}
+	ready.Wait()
+	b.Cleanup(func() { cancel(); done.Wait() })
+	select {
+	case err := <-errs:
+		b.Fatal(err)
+	default:
+	}
+
+	f.calibrate(b)
+	f.startRaw(b, conns)
+	return f
+}
+
+// calibrate runs one real deploy and one real discovery with a sniffer on
+// the server and records the size of every kind of message.
+func (f *fleet) calibrate(b *testing.B) {
+	b.Helper()
+	sniffer := f.nats.Connect(b, "all")
+	var mu sync.Mutex
+	var s sizes
+	target := protocol.DeploySubject("test", hostname(0))
+	sub, err := sniffer.Subscribe(">", func(m *nats.Msg) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case m.Subject == target:
+			s.request = len(m.Data)
+		case m.Subject == protocol.DefaultDiscoverSubject:
+			s.discoverRequest = len(m.Data)
+		case strings.HasPrefix(m.Subject, protocol.DeployResponsesPrefix):
+			var probe struct {
+				Status   protocol.Status `json:"status"`
+				Subjects []string        `json:"subjects"`
+			}
+			if json.Unmarshal(m.Data, &probe) != nil {
+				return
+			}
+			switch {
+			case probe.Subjects != nil:
+				s.discoverAnswer = max(s.discoverAnswer, len(m.Data))
+			case probe.Status == protocol.StatusAccepted:
+				s.accepted = len(m.Data)
+			case probe.Status == protocol.StatusStarted:
+				s.started = len(m.Data)
+			case probe.Status == protocol.StatusCompleted:
+				s.completed = len(m.Data)
+			}
+		}
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := sniffer.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	res, err := deploy.Send(context.Background(), f.deployer, deploy.Request{Subject: target, Action: protocol.ActionSwitch, Revision: "main"}, f.deps, nil)
+	if err != nil || !res.Success {
+		b.Fatalf("calibration deploy: %v %s", err, res.Summary())
+	}
+	found, err := listhosts.Discover(context.Background(), f.deployer, "", protocol.DefaultDiscoverSubject, f.deps)
+	if err != nil || len(found.Hosts) != f.n {
+		b.Fatalf("calibration discovery found %d of %d hosts: %v", len(found.Hosts), f.n, err)
+	}
+	_ = sniffer.Flush()
+	_ = sub.Unsubscribe()
+	mu.Lock()
+	f.size = s
+	mu.Unlock()
+	if s.request == 0 || s.accepted == 0 || s.started == 0 || s.completed == 0 || s.discoverRequest == 0 || s.discoverAnswer == 0 {
+		b.Fatalf("calibration missed a message kind: %+v", s)
+	}
+	f.payload.request = filler('r', s.request)
+	f.payload.discoverRequest = filler('q', s.discoverRequest)
+	time.Sleep(20 * time.Millisecond) // let host 0 leave its deploy slot
+}
+
+// filler returns n bytes starting with tag: the raw baseline's payloads
+// carry our sizes but need no encoding.
+func filler(tag byte, n int) []byte {
+	p := make([]byte, n)
+	for i := range p {
+		p[i] = 'x'
+	}
+	p[0] = tag
+	return p
+}
+
+// startRaw adds the raw baseline's responders to every listener's
+// connection: the deploy responder answers three times (accepted, started,
+// completed sizes), the discovery responder once, the single-host responder
+// once with the completed size.
+func (f *fleet) startRaw(b *testing.B, conns []*protocol.Conn) {
+	b.Helper()
+	acc, sta, com := filler('a', f.size.accepted), filler('s', f.size.started), filler('c', f.size.completed)
+	disc := filler('d', f.size.discoverAnswer)
+	for i, c := range conns {
+		nc := c.Conn
+		subs := []struct {
+			subject string
+			h       nats.MsgHandler
+		}{
+			{rawDeploySubject, func(m *nats.Msg) {
+				_ = nc.Publish(m.Reply, acc)
+				_ = nc.Publish(m.Reply, sta)
+				_ = nc.Publish(m.Reply, com)
+			}},
+			{rawDiscoverSubject, func(m *nats.Msg) { _ = nc.Publish(m.Reply, disc) }},
+			{rawSinglePrefix + hostname(i), func(m *nats.Msg) { _ = nc.Publish(m.Reply, com) }},
+		}
+		for _, s := range subs {
+			if _, err := nc.Subscribe(s.subject, s.h); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := nc.Flush(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// rawScatter is the baseline scatter-gather: subscribe to a reply subject,
+// publish once, and read per×n answers without decoding them. It returns
+// when every responder's first answer had arrived and when all had.
+func (f *fleet) rawScatter(b *testing.B, subject string, payload []byte, per int) (first, all time.Duration) {
+	b.Helper()
+	inbox := protocol.DeployResponsesPrefix + protocol.NewID()
+	start := time.Now()
+	sub, err := f.deployer.SubscribeSync(inbox)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	_ = sub.SetPendingLimits(-1, -1)
+	if err := f.deployer.PublishRequest(subject, inbox, payload); err != nil {
+		b.Fatal(err)
+	}
+	firsts := 0
+	for got := 0; got < per*f.n; got++ {
+		m, err := sub.NextMsg(30 * time.Second)
+		if err != nil {
+			b.Fatalf("raw scatter-gather on %s: %d of %d answers: %v", subject, got, per*f.n, err)
+		}
+		if m.Data[0] == 'a' || per == 1 {
+			if firsts++; firsts == f.n {
+				first = time.Since(start)
+			}
+		}
+	}
+	return first, time.Since(start)
+}
+
+// ourDeploy sends one deploy through the request half and returns when every
+// host had accepted, when every host had completed, and when Send returned.
+func (f *fleet) ourDeploy(b *testing.B, subject string, n int) (accepted, completed, returned time.Duration) {
+	b.Helper()
+	start := time.Now()
+	acc := 0
+	res, err := deploy.Send(context.Background(), f.deployer, deploy.Request{Subject: subject, Action: protocol.ActionSwitch, Revision: "main"}, f.deps, func(e tools.Event) {
+		if e.Status == protocol.StatusAccepted {
+			if acc++; acc == n {
+				accepted = time.Since(start)
+			}
+		}
+		if e.Done == n && completed == 0 {
+			completed = time.Since(start)
+		}
+	})
+	returned = time.Since(start)
+	if err != nil || res.Completed != n {
+		b.Fatalf("deploy to %s: %d of %d completed: %v %s", subject, res.Completed, n, err, res.Message)
+	}
+	return accepted, completed, returned
+}
+
+// settle lets the listeners leave their deploy slot (each flushes its
+// connection after the final status) before the next round.
+func settle() { time.Sleep(10 * time.Millisecond) }
+
+// discover runs list_hosts over the fleet.
+func discover(f *fleet) ([]listhosts.Host, error) {
+	res, err := listhosts.Discover(context.Background(), f.deployer, "", protocol.DefaultDiscoverSubject, f.deps)
+	return res.Hosts, err
+}
