@@ -3,6 +3,7 @@ package build
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -130,6 +131,10 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, deps tools.Deps
 	go func() {
 		for {
 			m, err := sub.NextMsgWithContext(ctx)
+			if errors.Is(err, nats.ErrNoResponders) {
+				// nats.go turns the server's 503 into this error.
+				m, err = &nats.Msg{Header: nats.Header{"Status": []string{"503"}}}, nil
+			}
 			if err != nil {
 				return
 			}
@@ -158,7 +163,7 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, deps tools.Deps
 				return finish("cancelled while waiting for the builder"), ctx.Err()
 			}
 			res.ErrorCode = protocol.ErrTimeout
-			return finish(fmt.Sprintf("no final status from the builder within %s (%d of %d host(s) reported); the build may still be running there", deps.BuildTimeout, len(res.Results), res.HostsTotal)), nil
+			return finish(fmt.Sprintf("no final status from the builder within %s (%d of %d host(s) reported); the build may still be running there", time.Since(start).Round(time.Second), len(res.Results), res.HostsTotal)), nil
 		case m := <-msgs:
 			if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
 				return finish(fmt.Sprintf("no builder answered for repo %s: no builder is subscribed to %s (is one running with %s in its config?)", req.Repo, protocol.BuildRepoWildcard(req.Repo), req.Repo)), nil
