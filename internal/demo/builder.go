@@ -8,27 +8,17 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
+	"github.com/homelab-deploy/homelab-deploy/agents/builder"
 	"github.com/homelab-deploy/homelab-deploy/internal/natsauth"
-	"github.com/homelab-deploy/homelab-deploy/protocol"
-	"github.com/homelab-deploy/homelab-deploy/tools/build"
 )
 
-// startBuilder runs the build tool's serve half over the example flake, on
-// the builder credential's own connection, with a builder.yaml written like
-// a user's. It reports whether a builder runs.
-//
-// agents/builder, the daemon, is not in the tree yet; when it is, this
-// should become a call to it (as the listeners use agents/listener).
+// startBuilder runs the builder daemon (agents/builder) over the example
+// flake, on the builder credential's own connection, with a builder.yaml
+// written like a user's. It reports whether a builder runs.
 func (d *Demo) startBuilder(ctx context.Context, o Options) (bool, error) {
 	cfgText := fmt.Sprintf("repos:\n  %s:\n    url: %q\n    default_branch: \"master\"\n", Repo, d.FlakeURL)
 	path := filepath.Join(d.Dir, "builder.yaml")
 	if err := os.WriteFile(path, []byte(cfgText), 0o644); err != nil {
-		return false, fmt.Errorf("demo: %w", err)
-	}
-	cfg, err := build.LoadConfig(path)
-	if err != nil {
 		return false, fmt.Errorf("demo: %w", err)
 	}
 	env := NixEnv(os.Getenv)
@@ -40,30 +30,29 @@ func (d *Demo) startBuilder(ctx context.Context, o Options) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("demo: builder: %w", err)
 	}
-	srv, err := build.NewServer(build.ServerConfig{
-		Config: cfg, Timeout: 10 * time.Minute, Env: env, Logger: log,
-		Publish: func(subject string, data []byte) error { return conn.Publish(subject, data) },
-	})
-	if err != nil {
-		return false, fmt.Errorf("demo: builder: %w", err)
-	}
-	sub, err := conn.Subscribe(protocol.BuildRepoWildcard(Repo), func(m *nats.Msg) { srv.Handle(m.Subject, m.Data) })
-	if err != nil {
-		return false, fmt.Errorf("demo: builder: subscribe: %w", err)
-	}
-	if err := conn.Flush(); err != nil {
-		return false, fmt.Errorf("demo: builder: %w", err)
-	}
+	ready := make(chan struct{})
+	done := make(chan error, 1)
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
-		<-ctx.Done()
-		_ = sub.Unsubscribe()
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		srv.Shutdown(sctx)
-		cancel()
+		err := builder.Run(ctx, builder.Config{
+			ConfigFile: path, Timeout: 10 * time.Minute, NixEnv: env,
+			Version: o.Version, Logger: log, Conn: conn, ShutdownGrace: 2 * time.Second,
+			Ready: func(*builder.Builder) { close(ready) },
+		})
+		done <- err
+		if err != nil {
+			d.fail(fmt.Errorf("builder: %w", err))
+		}
 	}()
-	return true, nil
+	select {
+	case <-ready:
+		return true, nil
+	case err := <-done:
+		return false, fmt.Errorf("demo: the builder stopped at start: %v", err)
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
 }
 
 func withoutVar(env []string, name string) []string {
