@@ -121,6 +121,8 @@ func New(env Env) *Root {
 	newDeploy(r)
 	newListHosts(r)
 	newListener(r)
+	newBuilder(r)
+	newBuild(r)
 	newKeygen(r)
 	newNATSConfig(r)
 	newDemo(r)

@@ -1,0 +1,172 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/peterbourgon/ff/v4"
+
+	"github.com/homelab-deploy/homelab-deploy/protocol"
+	"github.com/homelab-deploy/homelab-deploy/tools"
+	"github.com/homelab-deploy/homelab-deploy/tools/build"
+)
+
+type buildCmd struct {
+	root    *Root
+	conn    connFlags
+	Branch  string
+	All     bool
+	Timeout int
+	JSON    bool
+	Flags   *ff.FlagSet
+	Command *ff.Command
+}
+
+func newBuild(r *Root) *buildCmd {
+	c := &buildCmd{root: r}
+	c.Flags = ff.NewFlagSet("build").SetParent(r.Flags)
+	c.conn.register(c.Flags)
+	c.Flags.StringVar(&c.Branch, 0, "branch", "", "git branch, tag or 40-hex commit to build (default: the repository's default_branch) (env HOMELAB_DEPLOY_BRANCH)")
+	c.Flags.BoolVar(&c.All, 0, "all", "build every host of the repository")
+	c.Flags.IntVar(&c.Timeout, 0, "timeout", int(tools.DefaultBuildTimeout/time.Second), "seconds to wait for the builder's final status (env HOMELAB_DEPLOY_BUILD_TIMEOUT)")
+	c.Flags.BoolVar(&c.JSON, 0, "json", "print the result as JSON on stdout")
+	c.Command = &ff.Command{
+		Name:      "build",
+		Usage:     "homelab-deploy build [FLAGS] <REPO> [HOST | --all]",
+		ShortHelp: "pre-build one host or every host of a repository on the builder",
+		LongHelp: "Asks the builder to nix build the NixOS configuration of HOST (or of every host with --all)\n" +
+			"from REPO, a repository named in the builder's configuration, and waits for the result.\n" +
+			"A line per finished host goes to stderr as it happens, the summary (or --json) to stdout.\n" +
+			"Exit status: 0 when every host built, 1 when a host failed, the build was rejected or no\n" +
+			"builder answered, 2 on a usage error.",
+		Flags: c.Flags,
+		Exec:  c.exec,
+	}
+	r.Command.Subcommands = append(r.Command.Subcommands, c.Command)
+	return c
+}
+
+func (c *buildCmd) exec(ctx context.Context, args []string) error {
+	r := c.root
+	args, err := interspersed(c.Flags, args)
+	if err != nil {
+		return err
+	}
+	if err = applyEnv(c.Flags, r.Getenv, merge(c.conn.env(), map[string]string{
+		"branch":  "HOMELAB_DEPLOY_BRANCH",
+		"timeout": "HOMELAB_DEPLOY_BUILD_TIMEOUT",
+	})); err != nil {
+		return err
+	}
+	var req build.Request
+	switch {
+	case len(args) == 1 && c.All:
+		req = build.Request{Repo: args[0], Target: protocol.BuildTargetAll}
+	case len(args) == 1:
+		return usagef("name a HOST to build, or give --all to build every host of %s", args[0])
+	case len(args) == 2 && c.All:
+		return usagef("give either a HOST or --all, not both")
+	case len(args) == 2:
+		if args[1] == protocol.BuildTargetAll {
+			return usagef("to build every host, use --all")
+		}
+		req = build.Request{Repo: args[0], Target: args[1]}
+	default:
+		return usagef("build takes a REPO and an optional HOST, got %d arguments", len(args))
+	}
+	req.Branch = c.Branch
+	if err := req.Check(); err != nil {
+		return usageError{err}
+	}
+	if c.Timeout <= 0 {
+		return usagef("--timeout must be a positive number of seconds")
+	}
+	if err := c.conn.check(); err != nil {
+		return err
+	}
+	conn, err := c.conn.connect(ctx, r, "homelab-deploy build")
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	deps := tools.Deps{BuildConn: conn, Logger: r.Logger(), BuildTimeout: time.Duration(c.Timeout) * time.Second}
+	res, err := build.Send(ctx, conn, req, deps, r.buildProgress())
+	if err != nil && res.ID == "" {
+		return err
+	}
+	if c.JSON {
+		writeJSON(r.Stdout, res)
+	} else {
+		r.printBuildResult(res)
+	}
+	if err != nil {
+		fmt.Fprintf(r.Stderr, "error: %v\n", err)
+		return exitError{ExitFailure}
+	}
+	if !res.Success {
+		return exitError{ExitFailure}
+	}
+	return nil
+}
+
+// buildProgress prints a line when the build starts and one per finished
+// host, e.g. "[3/5] host3 ok 41.2s"; failures are red on a terminal and
+// carry the error's telling line.
+func (r *Root) buildProgress() tools.Progress {
+	return func(e tools.Event) {
+		if e.Host == "" {
+			fmt.Fprintln(r.Stderr, r.color(colDim, e.Message))
+			return
+		}
+		counter := fmt.Sprintf("[%d/%d]", e.Done, e.Total)
+		secs := fmt.Sprintf("%.1fs", e.Duration.Seconds())
+		if e.Status == protocol.StatusCompleted {
+			fmt.Fprintf(r.Stderr, "%s %s %s %s\n", counter, e.Host, r.color(colGreen, "ok"), secs)
+			return
+		}
+		word := "FAILED"
+		if e.Error == protocol.ErrTimeout {
+			word = "TIMEOUT"
+		}
+		why := e.Message
+		if i := strings.Index(why, ": "); i >= 0 && strings.HasPrefix(why, e.Host+" failed") {
+			why = why[i+2:]
+		}
+		fmt.Fprintf(r.Stderr, "%s %s %s %s: %s\n", counter, e.Host, r.color(colRed, word), secs, r.color(colRed, firstLine(why)))
+	}
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+func (r *Root) printBuildResult(res build.Result) {
+	w := r.Stdout
+	for _, h := range res.Results {
+		if h.Success {
+			fmt.Fprintf(w, "%-20s ok      %7.1fs  %s\n", h.Host, h.DurationSeconds, h.OutPath)
+			continue
+		}
+		word := "failed"
+		if h.ErrorCode == protocol.ErrTimeout {
+			word = "timeout"
+		}
+		fmt.Fprintf(w, "%-20s %-7s %7.1fs\n", h.Host, word, h.DurationSeconds)
+		for _, l := range strings.Split(strings.TrimSpace(h.Error), "\n") {
+			if l != "" {
+				fmt.Fprintf(w, "    %s\n", l)
+			}
+		}
+	}
+	if res.Error != "" {
+		for _, l := range strings.Split(strings.TrimSpace(res.Error), "\n") {
+			fmt.Fprintf(w, "    %s\n", l)
+		}
+	}
+	fmt.Fprintln(w, res.Message)
+}
