@@ -306,11 +306,12 @@ func (c *demoCmd) buildStep(ctx context.Context, d *demo.Demo, deps tools.Deps, 
 	if err != nil {
 		return err
 	}
-	res, err := build.Send(ctx, conn, build.Request{Repo: demo.Repo, Target: protocol.BuildTargetAll}, deps, nil)
+	deps.BuildConn = conn
+	res, err := build.Send(ctx, conn, build.Request{Repo: demo.Repo, Target: protocol.BuildTargetAll}, deps, r.buildProgress())
 	if err != nil {
 		return fmt.Errorf("demo: build: %w", err)
 	}
-	fmt.Fprintln(r.Stdout, res.Summary())
+	r.printBuildResult(res)
 	verdict(res.Success && res.Succeeded == len(d.Hosts), fmt.Sprintf("the builder built all %d hosts' toplevel with nix build", len(d.Hosts)),
 		"the build did not succeed on every host: "+res.Message)
 	return nil

@@ -64,6 +64,15 @@ func TestDemoRunsEveryStep(t *testing.T) {
 			t.Errorf("demo output lacks %q", w)
 		}
 	}
+	if withBuild {
+		// Real Nix built each host's toplevel into the store.
+		for _, h := range []string{"testhost1", "dns1", "web1"} {
+			re := regexp.MustCompile(`(?m)^` + h + `\s+ok\s+[0-9.]+s\s+/nix/store/[a-z0-9]{32}-nixos-system-` + h + `-demo$`)
+			if !re.MatchString(out) {
+				t.Errorf("no built store path for %s in the build step", h)
+			}
+		}
+	}
 	if strings.Contains(out, "UNEXPECTED") || strings.Contains(out, "web1                 completed") {
 		t.Errorf("demo reported an unexpected outcome")
 	}
