@@ -133,7 +133,12 @@ func Connect(ctx context.Context, o ConnectOptions) (*Conn, error) {
 			logger.Info("NATS reconnected", "server", nc.ConnectedUrlRedacted())
 		}),
 		nats.ConnectHandler(func(nc *nats.Conn) {
-			logger.Info("NATS connected", "server", nc.ConnectedUrlRedacted())
+			// Daemons say when they got through; one-shot commands stay quiet.
+			level := slog.LevelDebug
+			if o.Wait {
+				level = slog.LevelInfo
+			}
+			logger.Log(context.Background(), level, "NATS connected", "server", nc.ConnectedUrlRedacted())
 		}),
 		nats.ErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
 			attrs := []any{"err", err}
