@@ -126,6 +126,7 @@ func New(env Env) *Root {
 	newKeygen(r)
 	newNATSConfig(r)
 	newDemo(r)
+	newMCP(r)
 	return r
 }
 
