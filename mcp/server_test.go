@@ -265,9 +265,14 @@ func progressValues(ps []*mcp.ProgressNotificationParams) []float64 {
 func TestCancelStopsWaitingAndLeaksNothing(t *testing.T) {
 	f := newFleet(t, slowHost)
 	var plog progressLog
-	cs := session(t, newServer(t, f, tools.Gates{}), &plog)
-	// Warm up: the first list_hosts makes the client and server settle.
+	deps := f.deps(t, false)
+	cs := session(t, mcpserver.New(registry.New(), tools.Gates{}, deps, "test"), &plog)
+	// Warm up, then flush: the server has processed the warm-up's
+	// unsubscribe before the baseline is taken.
 	call(t, cs, "list_hosts", map[string]any{}, nil)
+	if err := deps.Conn.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	baseline := f.nats.Server.NumSubscriptions()
 
 	ctx, cancel := context.WithCancel(context.Background())
