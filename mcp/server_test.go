@@ -361,11 +361,6 @@ func TestHostileInputsAreToolErrorsAndSendNothing(t *testing.T) {
 			attempt{"deploy_admin", map[string]any{"tier": "test", "hostname": v}},
 			attempt{"deploy_admin", map[string]any{"tier": v, "all": true}},
 		)
-		if v == "all" || v == "role" {
-			// Reserved as hostnames only: deploy.test.role.all is an
-			// ordinary role subject, checked below.
-			continue
-		}
 		attempts = append(attempts,
 			attempt{"deploy", map[string]any{"role": v}},
 			attempt{"deploy_admin", map[string]any{"tier": "prod", "role": v}},
@@ -409,18 +404,8 @@ func TestHostileInputsAreToolErrorsAndSendNothing(t *testing.T) {
 		}
 	}
 
-	// A role named "all" is a role like any other: it stays in the test
-	// tier (nobody has it here, so nobody answers).
-	res := call(t, cs, "deploy", map[string]any{"role": "all"}, nil)
-	if r := deployResult(t, res); !res.IsError || r.Subject != "deploy.test.role.all" || len(r.Hosts) != 0 {
-		t.Errorf("deploy role=all: isError=%v subject=%s hosts=%v", res.IsError, r.Subject, r.Hosts)
-	}
-	if got := s.seen(t); !slices.Equal(got, []string{"deploy.test.role.all"}) {
-		t.Errorf("deploy role=all put %v on the wire", got)
-	}
-
 	// The message names the offending argument.
-	res = call(t, cs, "deploy", map[string]any{"hostname": "x.y"}, nil)
+	res := call(t, cs, "deploy", map[string]any{"hostname": "x.y"}, nil)
 	if !strings.Contains(text(res), "hostname") {
 		t.Errorf("error does not name the argument: %s", text(res))
 	}

@@ -28,10 +28,10 @@ in
           networking.hostName; set ${opt}.hostname to the short name.'';
       }
       {
-        assertion = cfg.role == null || helpers.isSubjectToken cfg.role;
+        assertion = cfg.role == null || helpers.isValidHostname cfg.role;
         message = ''
           ${opt}.role = "${toString cfg.role}" cannot be used: it must be one NATS subject token
-          (letters, digits, '-' and '_'; no dots, '*' or '>').'';
+          (letters, digits, '-' and '_'; no dots, '*' or '>') and not "all" or "role".'';
       }
       {
         assertion = cfg.deploySubjects != [ ];

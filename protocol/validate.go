@@ -48,8 +48,17 @@ func ValidateHostname(s string) error {
 	return nil
 }
 
-// ValidateRole checks a role name.
-func ValidateRole(s string) error { return ValidateToken("role", s) }
+// ValidateRole checks a role name. "all" and "role" are reserved like
+// hostnames, so that a role can never be mistaken for a group.
+func ValidateRole(s string) error {
+	if err := ValidateToken("role", s); err != nil {
+		return err
+	}
+	if s == "all" || s == "role" {
+		return fmt.Errorf("role %q is reserved: it names a group subject", s)
+	}
+	return nil
+}
 
 // ValidateRepo checks a builder repository name.
 func ValidateRepo(s string) error {

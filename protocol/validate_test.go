@@ -41,8 +41,8 @@ func TestValidateHostnameRoleTierRepo(t *testing.T) {
 		}
 	}
 	for _, s := range []string{"all", "role"} {
-		if ValidateHostname(s) == nil {
-			t.Errorf("reserved hostname %q accepted", s)
+		if ValidateHostname(s) == nil || ValidateRole(s) == nil {
+			t.Errorf("reserved hostname or role %q accepted", s)
 		}
 	}
 	if ValidateRepo("responses") == nil {
