@@ -20,7 +20,7 @@
       # Hash of the `go mod vendor` tree of go.mod/go.sum and the packages the
       # code imports. Update with scripts/update-vendor-hash; nixos/nix_test.go
       # fails when it is stale.
-      vendorHash = "sha256-LPkYrenvlrUya7Jykv5M50/kVh+J6PbODumYAQ8sxn8=";
+      vendorHash = "sha256-wRhHHY3mHKwJX4FOmibkLGbHrZWYb89n8SP/zmc68nc=";
 
       # go.mod's `go` line is a minimum, and buildGoModule sets
       # GOTOOLCHAIN=local, so the toolchain must be at least that version. Take
