@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/homelab-deploy/homelab-deploy/agents/daemon"
 	"github.com/homelab-deploy/homelab-deploy/agents/metricsserver"
 	"github.com/homelab-deploy/homelab-deploy/protocol"
 	"github.com/homelab-deploy/homelab-deploy/tools/build"
@@ -161,41 +162,8 @@ func Run(ctx context.Context, cfg Config) error {
 
 	<-ctx.Done()
 	log.Info("stopping: signal received", "busy", srv.Busy())
-	for _, s := range subs {
-		_ = s.Unsubscribe()
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
-	srv.Shutdown(sctx)
-	cancel()
-	if b.metrics != nil {
-		cctx, ccancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_ = b.metrics.Close(cctx)
-		ccancel()
-	}
-	if cfg.Conn == nil {
-		if err := drain(conn, 5*time.Second); err != nil {
-			log.Warn("NATS drain", "err", err)
-		}
-	} else {
-		_ = conn.Flush()
-	}
+	daemon.Stop(log, subs, srv, cfg.ShutdownGrace, b.metrics, conn, cfg.Conn == nil)
 	log.Info("builder stopped")
 	return nil
 }
 
-func drain(conn *protocol.Conn, d time.Duration) error {
-	if !conn.IsConnected() {
-		return nil
-	}
-	closed := make(chan struct{})
-	conn.SetClosedHandler(func(*nats.Conn) { close(closed) })
-	if err := conn.Drain(); err != nil {
-		return err
-	}
-	select {
-	case <-closed:
-		return nil
-	case <-time.After(d):
-		return errors.New("drain timed out")
-	}
-}

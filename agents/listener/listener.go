@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/homelab-deploy/homelab-deploy/agents/daemon"
 	"github.com/homelab-deploy/homelab-deploy/agents/metricsserver"
 	"github.com/homelab-deploy/homelab-deploy/internal/selfupdate"
 	"github.com/homelab-deploy/homelab-deploy/protocol"
@@ -167,11 +168,14 @@ func Run(ctx context.Context, cfg Config) error {
 		Timeout: cfg.Timeout, Exec: cfg.Exec, Publish: publish, Metrics: m, Logger: log,
 		BeforeDeploy: cfg.BeforeDeploy, MessagePrefix: cfg.MessagePrefix,
 		AfterDeploy: func(action protocol.Action, status protocol.Status) {
-			_ = conn.Flush()
 			if cfg.RestartAfter == nil {
 				return
 			}
 			if ok, why := cfg.RestartAfter(action, status); ok {
+				// The final status must be on the wire before the listener
+				// exits. Only then: a round trip per deploy is most of a
+				// listener's messaging cost (docs/BENCHMARKS.md).
+				_ = conn.Flush()
 				l.once.Do(func() { l.restart <- why })
 			}
 		},
@@ -230,44 +234,11 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	// Stop taking requests, let a running deploy finish within the grace
 	// period (or kill it and report), then drain.
-	for _, s := range subs {
-		_ = s.Unsubscribe()
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
-	l.server.Shutdown(sctx)
-	cancel()
-	if l.metrics != nil {
-		cctx, ccancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_ = l.metrics.Close(cctx)
-		ccancel()
-	}
-	if cfg.Conn == nil {
-		if err := drain(conn, 5*time.Second); err != nil {
-			log.Warn("NATS drain", "err", err)
-		}
-	} else {
-		_ = conn.Flush()
-	}
+	daemon.Stop(log, subs, l.server, cfg.ShutdownGrace, l.metrics, conn, cfg.Conn == nil)
 	log.Info("listener stopped")
 	return nil
 }
 
-func drain(conn *protocol.Conn, d time.Duration) error {
-	if !conn.IsConnected() {
-		return nil
-	}
-	closed := make(chan struct{})
-	conn.SetClosedHandler(func(*nats.Conn) { close(closed) })
-	if err := conn.Drain(); err != nil {
-		return err
-	}
-	select {
-	case <-closed:
-		return nil
-	case <-time.After(d):
-		return errors.New("drain timed out")
-	}
-}
 
 // selfRestart snapshots the watched paths right before each nixos-rebuild
 // and, after a completed deploy, decides whether the listener replaced
