@@ -93,22 +93,7 @@ func (c *buildCmd) exec(ctx context.Context, args []string) error {
 	defer conn.Close()
 	deps := tools.Deps{BuildConn: conn, Logger: r.Logger(), BuildTimeout: time.Duration(c.Timeout) * time.Second}
 	res, err := build.Send(ctx, conn, req, deps, r.buildProgress())
-	if err != nil && res.ID == "" {
-		return err
-	}
-	if c.JSON {
-		writeJSON(r.Stdout, res)
-	} else {
-		r.printBuildResult(res)
-	}
-	if err != nil {
-		fmt.Fprintf(r.Stderr, "error: %v\n", err)
-		return exitError{ExitFailure}
-	}
-	if !res.Success {
-		return exitError{ExitFailure}
-	}
-	return nil
+	return r.report(res, res.ID != "", err, c.JSON, func() { r.printBuildResult(res) })
 }
 
 // buildProgress prints a line when the build starts and one per finished

@@ -116,22 +116,7 @@ func (c *deployCmd) exec(ctx context.Context, args []string) error {
 		DeployTimeout: time.Duration(c.Timeout) * time.Second, AcceptWindow: c.AcceptWindow,
 	}
 	res, err := deploy.Send(ctx, conn, deploy.Request{Subject: subject, Action: protocol.Action(c.Action), Revision: c.Branch}, deps, r.deployProgress())
-	if err != nil && res.ID == "" {
-		return err
-	}
-	if c.JSON {
-		writeJSON(r.Stdout, res)
-	} else {
-		r.printDeployResult(res)
-	}
-	if err != nil {
-		fmt.Fprintf(r.Stderr, "error: %v\n", err)
-		return exitError{ExitFailure}
-	}
-	if !res.Success {
-		return exitError{ExitFailure}
-	}
-	return nil
+	return r.report(res, res.ID != "", err, c.JSON, func() { r.printDeployResult(res) })
 }
 
 // deployProgress prints one line per host status on stderr.
@@ -173,6 +158,28 @@ func (r *Root) printDeployResult(res deploy.Result) {
 		}
 	}
 	fmt.Fprintln(w, res.Message)
+}
+
+// report renders a tool's result (as JSON, or with human) and turns it into
+// the exit status: 0 only when the result is not an error. sent says whether
+// the request went out; if not, err is returned as it is.
+func (r *Root) report(res tools.Result, sent bool, err error, asJSON bool, human func()) error {
+	if err != nil && !sent {
+		return err
+	}
+	if asJSON {
+		writeJSON(r.Stdout, res)
+	} else {
+		human()
+	}
+	if err != nil {
+		fmt.Fprintf(r.Stderr, "error: %v\n", err)
+		return exitError{ExitFailure}
+	}
+	if res.IsError() {
+		return exitError{ExitFailure}
+	}
+	return nil
 }
 
 func writeJSON(w io.Writer, v any) {
