@@ -137,6 +137,11 @@ func Run(ctx context.Context, c Cmd) (Result, error) {
 	if killed != nil {
 		return res, fmt.Errorf("%s %w after %s", c.Path, killed, res.Duration.Round(time.Millisecond))
 	}
+	if errors.Is(err, exec.ErrWaitDelay) && res.ExitCode == 0 {
+		// The command succeeded; a background process it left behind kept
+		// the output open, and was killed with the group above.
+		err = nil
+	}
 	return res, err
 }
 
