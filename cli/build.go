@@ -72,6 +72,10 @@ func (c *buildCmd) exec(ctx context.Context, args []string) error {
 		if args[1] == protocol.BuildTargetAll {
 			return usagef("to build every host, use --all")
 		}
+		if args[1] == "" {
+			// `build fleet "$HOST"` with HOST unset must not build every host.
+			return usagef("HOST is empty: name a host, or give --all to build every host of %s", args[0])
+		}
 		req = build.Request{Repo: args[0], Target: args[1]}
 	default:
 		return usagef("build takes a REPO and an optional HOST, got %d arguments", len(args))

@@ -58,6 +58,9 @@ func (c *listHostsCmd) exec(ctx context.Context, args []string) error {
 			return usagef("--tier: %v", err)
 		}
 	}
+	if err := protocol.ValidateLiteralSubject(c.Discover); err != nil {
+		return usagef("--discover-subject: %v", err)
+	}
 	if err := c.conn.check(); err != nil {
 		return err
 	}

@@ -108,6 +108,8 @@ func Discover(ctx context.Context, conn *protocol.Conn, tier, subject string, de
 	_ = sub.SetPendingLimits(-1, 64<<20)
 	permErr, stop := conn.WatchPermission(subject)
 	defer stop()
+	replyErr, stopReplyWatch := conn.WatchPermission(replyTo)
+	defer stopReplyWatch()
 
 	data, _ := json.Marshal(protocol.DiscoverRequest{ID: id, ReplyTo: replyTo, Tier: tier})
 	if err := conn.PublishMsg(&nats.Msg{Subject: subject, Reply: replyTo, Data: data}); err != nil {
@@ -132,6 +134,8 @@ func Discover(ctx context.Context, conn *protocol.Conn, tier, subject string, de
 		select {
 		case e := <-permErr:
 			return res, fmt.Errorf("the NATS server refused discovery on %s: %v", subject, e)
+		case e := <-replyErr:
+			return res, fmt.Errorf("the NATS server refused to let this credential subscribe to %s (%v); discovery needs subscribe permission on deploy.responses.>", replyTo, e)
 		default:
 		}
 		if errors.Is(err, nats.ErrNoResponders) {
