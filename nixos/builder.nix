@@ -113,6 +113,9 @@ in
         ExecStart = helpers.execLine program (helpers.builderArgs cfg configPath);
         Restart = "always";
         RestartSec = "5s";
+        # SIGTERM to the builder only: it lets running nix builds finish
+        # within its --shutdown-grace, then kills them and reports them.
+        KillMode = "mixed";
 
         User = user;
         Group = user;

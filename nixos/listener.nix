@@ -87,6 +87,11 @@ in
         ExecStart = helpers.execLine program (helpers.listenerArgs cfg);
         Restart = "always";
         RestartSec = "5s";
+        # SIGTERM goes to the listener only, not to a running nixos-rebuild:
+        # the listener lets the deploy finish within its --shutdown-grace
+        # (30 s), then kills it and reports it failed. systemd's SIGKILL to
+        # whatever is left comes after TimeoutStopSec (90 s), well after.
+        KillMode = "mixed";
       };
     };
 

@@ -435,6 +435,9 @@ func TestListenerUnit(t *testing.T) {
 		t.Errorf("Restart=%v RestartSec=%v, want always and a delay (the listener exits to be restarted after a switch)",
 			u.ServiceConfig["Restart"], u.ServiceConfig["RestartSec"])
 	}
+	if u.ServiceConfig["KillMode"] != "mixed" {
+		t.Errorf("KillMode = %v, want mixed: systemd must not SIGTERM a running nixos-rebuild before the listener's shutdown grace", u.ServiceConfig["KillMode"])
+	}
 	if _, ok := u.ServiceConfig["User"]; ok {
 		t.Errorf("listener must run as root (nixos-rebuild), has User=%v", u.ServiceConfig["User"])
 	}
@@ -498,6 +501,7 @@ func TestBuilderUnit(t *testing.T) {
 		"StateDirectory":          "homelab-deploy-builder",
 		"CacheDirectory":          "homelab-deploy-builder",
 		"Restart":                 "always",
+		"KillMode":                "mixed",
 	}
 	for k, want := range wantSandbox {
 		if !reflect.DeepEqual(sc[k], want) {
