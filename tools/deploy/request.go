@@ -3,7 +3,6 @@ package deploy
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -70,8 +69,14 @@ func (r Result) Summary() string {
 	return b.String()
 }
 
-// noResponders stands for the server's "no responders" status message.
-var noResponders = &nats.Msg{}
+// answer is one message on the reply subject, decoded.
+type answer struct {
+	resp         protocol.DeployResponse
+	subject      string
+	size         int
+	malformed    bool
+	noResponders bool // the server's "no responders" status
+}
 
 type hostState struct {
 	resp     protocol.DeployResponse
@@ -110,11 +115,31 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, deps tools.Deps
 	replyTo := protocol.DeployResponsesPrefix + id
 	res := Result{ID: id, Subject: req.Subject, Action: req.Action, Revision: req.Revision}
 
-	sub, err := conn.SubscribeSync(replyTo)
+	// An asynchronous subscription whose callback decodes each answer while
+	// the loop below handles the previous one. SubscribeSync would allocate
+	// a 64K-slot (512 KiB) channel for every request, which cost more than a
+	// whole single-host deploy (see docs/BENCHMARKS.md).
+	msgs := make(chan answer, 64)
+	stop := make(chan struct{})
+	sub, err := conn.Subscribe(replyTo, func(m *nats.Msg) {
+		a := answer{subject: m.Subject, size: len(m.Data)}
+		switch {
+		case len(m.Data) == 0 && m.Header.Get("Status") == "503":
+			// The server tells us at once that nobody is subscribed.
+			a.noResponders = true
+		case len(m.Data) > protocol.MaxMessageSize*4 || json.Unmarshal(m.Data, &a.resp) != nil || a.resp.Hostname == "":
+			a.malformed = true
+		}
+		select {
+		case msgs <- a:
+		case <-stop:
+		}
+	})
 	if err != nil {
 		return res, fmt.Errorf("deploy: subscribe to %s: %w", replyTo, err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
+	defer close(stop)
 	_ = sub.SetPendingLimits(-1, 64<<20)
 
 	permErr, stopWatch := conn.WatchPermission(req.Subject)
@@ -131,28 +156,10 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, deps tools.Deps
 
 	ctx, cancel := context.WithTimeout(ctx, deps.DeployTimeout)
 	defer cancel()
-	msgs := make(chan *nats.Msg)
-	go func() {
-		for {
-			m, err := sub.NextMsgWithContext(ctx)
-			if errors.Is(err, nats.ErrNoResponders) {
-				// The server tells us at once that nobody is subscribed.
-				m, err = noResponders, nil
-			}
-			if err != nil {
-				return
-			}
-			select {
-			case msgs <- m:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
 
 	hosts := map[string]*hostState{}
 	var lastNew time.Duration
-	done := 0
+	done := 0 // hosts in a terminal state
 	finish := func(msg string) Result {
 		res.DurationSeconds = time.Since(start).Seconds()
 		res.Message = msg
@@ -162,14 +169,9 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, deps tools.Deps
 	window.Stop()
 	defer window.Stop()
 
-	allTerminal := func() bool {
-		for _, h := range hosts {
-			if !h.terminal {
-				return false
-			}
-		}
-		return len(hosts) > 0
-	}
+	// Every host counted in done is terminal, so this is O(1); a loop over
+	// the hosts per message made a 1000-host deploy quadratic.
+	allTerminal := func() bool { return len(hosts) > 0 && done == len(hosts) }
 
 	for {
 		select {
@@ -187,6 +189,7 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, deps tools.Deps
 				if !h.terminal {
 					lost = append(lost, name)
 					h.terminal = true
+					done++
 					h.resp.Message = fmt.Sprintf("no final status within %s (last status: %s); the deploy may still be running on the host", deps.DeployTimeout, h.resp.Status)
 					h.resp.Status = protocol.StatusFailed
 					h.resp.Error = protocol.ErrTimeout
@@ -204,18 +207,18 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, deps tools.Deps
 				collect(&res, hosts)
 				return finish(verdict(&res)), nil
 			}
-		case m := <-msgs:
-			if m == noResponders {
+		case a := <-msgs:
+			if a.noResponders {
 				if len(hosts) == 0 {
 					return finish(fmt.Sprintf("no listener is subscribed to %s: check the subject (hostname, tier, role) with `homelab-deploy list-hosts`", req.Subject)), nil
 				}
 				continue
 			}
-			var r protocol.DeployResponse
-			if len(m.Data) > protocol.MaxMessageSize*4 || json.Unmarshal(m.Data, &r) != nil || r.Hostname == "" {
-				deps.Logger.Warn("ignoring malformed deploy response", "subject", m.Subject, "bytes", len(m.Data))
+			if a.malformed {
+				deps.Logger.Warn("ignoring malformed deploy response", "subject", a.subject, "bytes", a.size)
 				continue
 			}
+			r := a.resp
 			if r.ID != "" && r.ID != id {
 				continue
 			}

@@ -5,11 +5,11 @@ package listhosts
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/google/jsonschema-go/jsonschema"
 	"github.com/nats-io/nats.go"
@@ -100,14 +100,24 @@ func Discover(ctx context.Context, conn *protocol.Conn, tier, subject string, de
 	}
 	id := protocol.NewID()
 	replyTo := protocol.DeployResponsesPrefix + id
-	sub, err := conn.SubscribeSync(replyTo)
+	// An asynchronous subscription feeding our own channel: SubscribeSync
+	// would allocate a 64K-slot (512 KiB) channel for every discovery.
+	msgs := make(chan *nats.Msg, 64)
+	stop := make(chan struct{})
+	sub, err := conn.Subscribe(replyTo, func(m *nats.Msg) {
+		select {
+		case msgs <- m:
+		case <-stop:
+		}
+	})
 	if err != nil {
 		return Result{}, fmt.Errorf("list_hosts: subscribe to %s: %w", replyTo, err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
+	defer close(stop)
 	_ = sub.SetPendingLimits(-1, 64<<20)
-	permErr, stop := conn.WatchPermission(subject)
-	defer stop()
+	permErr, stopWatch := conn.WatchPermission(subject)
+	defer stopWatch()
 	replyErr, stopReplyWatch := conn.WatchPermission(replyTo)
 	defer stopReplyWatch()
 
@@ -121,49 +131,58 @@ func Discover(ctx context.Context, conn *protocol.Conn, tier, subject string, de
 	defer cancel()
 	res := Result{Tier: tier, Hosts: []Host{}}
 	seen := map[string]bool{}
-	for {
-		// The first answer gets a longer wait (listeners far away); then a
-		// short quiet period ends the collection.
-		wait := deps.DiscoverQuiet
-		if len(seen) == 0 {
-			wait = 4 * deps.DiscoverQuiet
+	accept := func(m *nats.Msg) (Host, bool) {
+		var r protocol.DiscoverResponse
+		if len(m.Data) > protocol.MaxMessageSize*4 || json.Unmarshal(m.Data, &r) != nil {
+			deps.Logger.Warn("ignoring malformed discovery answer", "bytes", len(m.Data))
+			return Host{}, false
 		}
-		wctx, wcancel := context.WithTimeout(ctx, wait)
-		m, err := sub.NextMsgWithContext(wctx)
-		wcancel()
+		if r.ID != "" && r.ID != id || protocol.ValidateHostname(r.Hostname) != nil || protocol.ValidateTier(r.Tier) != nil {
+			return Host{}, false
+		}
+		if tier != "" && r.Tier != tier {
+			return Host{}, false
+		}
+		key := r.Tier + "/" + r.Hostname
+		if seen[key] {
+			return Host{}, false
+		}
+		seen[key] = true
+		return Host{Hostname: r.Hostname, Tier: r.Tier, Role: r.Role, Subjects: r.Subjects, Version: r.Version, Busy: r.Busy}, true
+	}
+	// The first answer gets a longer wait (listeners far away); then a
+	// short quiet period after the last answer ends the collection. One
+	// timer, reset per answer, not a context per answer.
+	quiet := time.NewTimer(4 * deps.DiscoverQuiet)
+	defer quiet.Stop()
+collect:
+	for {
+		var m *nats.Msg
 		select {
 		case e := <-permErr:
 			return res, fmt.Errorf("the NATS server refused discovery on %s: %v", subject, e)
 		case e := <-replyErr:
 			return res, fmt.Errorf("the NATS server refused to let this credential subscribe to %s (%v); discovery needs subscribe permission on deploy.responses.>", replyTo, e)
-		default:
-		}
-		if errors.Is(err, nats.ErrNoResponders) {
-			break // nobody listens for discovery
-		}
-		if err != nil {
+		case <-ctx.Done():
 			if ctx.Err() == context.Canceled {
 				return res, ctx.Err()
 			}
-			break
+			break collect
+		case <-quiet.C:
+			break collect
+		case m = <-msgs:
 		}
-		var r protocol.DiscoverResponse
-		if len(m.Data) > protocol.MaxMessageSize*4 || json.Unmarshal(m.Data, &r) != nil {
-			deps.Logger.Warn("ignoring malformed discovery answer", "bytes", len(m.Data))
-			continue
+		if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
+			break collect // nobody listens for discovery
 		}
-		if r.ID != "" && r.ID != id || protocol.ValidateHostname(r.Hostname) != nil || protocol.ValidateTier(r.Tier) != nil {
-			continue
+		if h, ok := accept(m); ok {
+			res.Hosts = append(res.Hosts, h)
 		}
-		if tier != "" && r.Tier != tier {
-			continue
+		if len(seen) == 0 {
+			quiet.Reset(4 * deps.DiscoverQuiet)
+		} else {
+			quiet.Reset(deps.DiscoverQuiet)
 		}
-		key := r.Tier + "/" + r.Hostname
-		if seen[key] {
-			continue
-		}
-		seen[key] = true
-		res.Hosts = append(res.Hosts, Host{Hostname: r.Hostname, Tier: r.Tier, Role: r.Role, Subjects: r.Subjects, Version: r.Version, Busy: r.Busy})
 	}
 	sort.Slice(res.Hosts, func(i, j int) bool {
 		if res.Hosts[i].Tier != res.Hosts[j].Tier {
