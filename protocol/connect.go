@@ -37,8 +37,9 @@ type Conn struct {
 	*nats.Conn
 	logger *slog.Logger
 
-	mu       sync.Mutex
-	watchers map[*permWatch]struct{}
+	mu         sync.Mutex
+	watchers   map[*permWatch]struct{}
+	reconnects map[chan struct{}]struct{}
 }
 
 type permWatch struct {
@@ -113,7 +114,7 @@ func Connect(ctx context.Context, o ConnectOptions) (*Conn, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	c := &Conn{logger: logger, watchers: map[*permWatch]struct{}{}}
+	c := &Conn{logger: logger, watchers: map[*permWatch]struct{}{}, reconnects: map[chan struct{}]struct{}{}}
 	opts := []nats.Option{
 		nkeyOpt,
 		nats.Name(o.Name),
@@ -131,6 +132,7 @@ func Connect(ctx context.Context, o ConnectOptions) (*Conn, error) {
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			logger.Info("NATS reconnected", "server", nc.ConnectedUrlRedacted())
+			c.notifyReconnect()
 		}),
 		nats.ConnectHandler(func(nc *nats.Conn) {
 			// Daemons say when they got through; one-shot commands stay quiet.
@@ -175,6 +177,33 @@ func (c *Conn) WatchPermission(subject string) (<-chan error, func()) {
 		c.mu.Lock()
 		delete(c.watchers, w)
 		c.mu.Unlock()
+	}
+}
+
+// WatchReconnect returns a channel that receives a value after each
+// reconnection (messages published to this connection's subscriptions
+// while it was disconnected are lost: NATS core does not store them), and
+// a function to stop watching.
+func (c *Conn) WatchReconnect() (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	c.mu.Lock()
+	c.reconnects[ch] = struct{}{}
+	c.mu.Unlock()
+	return ch, func() {
+		c.mu.Lock()
+		delete(c.reconnects, ch)
+		c.mu.Unlock()
+	}
+}
+
+func (c *Conn) notifyReconnect() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for ch := range c.reconnects {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
 	}
 }
 

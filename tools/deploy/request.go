@@ -146,6 +146,12 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, deps tools.Deps
 	defer stopWatch()
 	subErr, stopSubWatch := conn.WatchPermission(replyTo)
 	defer stopSubWatch()
+	// After a reconnection, statuses sent while this deployer was away are
+	// lost; lostCheck finds the hosts that finished meanwhile (lost.go).
+	reconnected, stopReconnectWatch := conn.WatchReconnect()
+	defer stopReconnectWatch()
+	lost := newLostCheck(conn, target, deps)
+	defer lost.stop()
 
 	data, _ := json.Marshal(protocol.DeployRequest{ID: id, Action: req.Action, Revision: req.Revision, ReplyTo: replyTo})
 	start := time.Now()
@@ -202,6 +208,32 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, deps tools.Deps
 			}
 			sort.Strings(lost)
 			return finish(fmt.Sprintf("timed out after %s waiting for %s", deps.DeployTimeout, strings.Join(lost, ", "))), nil
+		case <-reconnected:
+			lost.start()
+		case <-lost.tick():
+			lost.ask(ctx, pendingHosts(hosts, target))
+		case busy := <-lost.answers():
+			names := lost.lost(busy, pendingHosts(hosts, target))
+			if len(names) == 0 {
+				continue
+			}
+			elapsed := time.Since(start)
+			for _, name := range names {
+				h, ok := hosts[name]
+				if !ok {
+					h = &hostState{firstAt: elapsed}
+					hosts[name] = h
+				}
+				h.resp = protocol.DeployResponse{Hostname: name, Status: protocol.StatusFailed, Error: protocol.ErrTimeout, Message: lostMessage(name, h.resp.Status)}
+				h.terminal = true
+				h.lastAt = elapsed
+				done++
+				progress.Emit(tools.Event{Host: name, Status: h.resp.Status, Error: h.resp.Error, Message: h.resp.Message, Done: done, Total: len(hosts), Elapsed: elapsed, Duration: elapsed})
+			}
+			if allTerminal() {
+				collect(&res, hosts)
+				return finish(verdict(&res) + "; lost track of " + strings.Join(names, ", ") + " after reconnecting to NATS"), nil
+			}
 		case <-window.C:
 			if allTerminal() {
 				collect(&res, hosts)
