@@ -7,7 +7,9 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -514,6 +516,7 @@ func TestSeedFilesReadableByOthersAreRefused(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	cfg := builderConfig(t)
+	good := testenv.NewCred(t, dir, "good", protocol.TestDeployerPermissions())
 	for _, mode := range []os.FileMode{0o640, 0o604, 0o644, 0o666} {
 		c := testenv.NewCred(t, dir, fmt.Sprintf("loose%o", mode), protocol.TestDeployerPermissions())
 		if err := os.Chmod(c.SeedFile, mode); err != nil {
@@ -527,6 +530,9 @@ func TestSeedFilesReadableByOthersAreRefused(t *testing.T) {
 			{"deploy", "deploy.test.h1", "--nats-url", url, "--nkey-file", c.SeedFile},
 			{"list-hosts", "--nats-url", url, "--nkey-file", c.SeedFile},
 			{"build", "fleet", "--all", "--nats-url", url, "--nkey-file", c.SeedFile},
+			{"mcp", "--nats-url", url, "--nkey-file", c.SeedFile},
+			{"mcp", "--nats-url", url, "--nkey-file", good.SeedFile, "--enable-admin", "--admin-nkey-file", c.SeedFile},
+			{"mcp", "--nats-url", url, "--nkey-file", good.SeedFile, "--enable-builds", "--build-nkey-file", c.SeedFile},
 		} {
 			r := run(t, baseEnv(), args...)
 			if r.Code == 0 || !strings.Contains(r.Stderr, fmt.Sprintf("mode %04o", mode)) || !strings.Contains(r.Stderr, "chmod 600 "+c.SeedFile) {
@@ -561,6 +567,35 @@ func TestNoSeedInAnyLog(t *testing.T) {
 		r := run(t, f.env(c.cred, debug), c.args...)
 		outputs = append(outputs, r.Stdout, r.Stderr)
 	}
+	// The MCP server over HTTP with a bearer token: one call with the
+	// token, one request with a wrong one.
+	token := "tok-" + protocol.NewID() + protocol.NewID()
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	mcpd := startDaemon(t, append(f.env("deployer", debug), "HOMELAB_DEPLOY_ENABLE_ADMIN=true", "HOMELAB_DEPLOY_ADMIN_NKEY_FILE="+f.creds["admin"].SeedFile,
+		"HOMELAB_DEPLOY_ENABLE_BUILDS=true", "HOMELAB_DEPLOY_BUILD_NKEY_FILE="+f.creds["build-client"].SeedFile),
+		"mcp", "--log-format", "text", "--http-addr", addr, "--http-token-file", tokenFile)
+	mcpd.WaitFor(t, "MCP server listening", 20*time.Second)
+	cs := mcpClient(t, httpTransports("http://"+addr, token)["streamable HTTP"], nil)
+	if res, _ := mcpCall(t, cs, "deploy", map[string]any{"hostname": "testhost1"}, nil); res.IsError {
+		t.Fatalf("deploy over MCP: %s", mcpText(res))
+	}
+	req, _ := http.NewRequest("POST", "http://"+addr+"/mcp", strings.NewReader("{}"))
+	req.Header.Set("Authorization", "Bearer "+token+"x")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("wrong token: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	_ = cs.Close()
+	if code := mcpd.Stop(15 * time.Second); code != 0 {
+		t.Errorf("mcp exit %d", code)
+	}
+	outputs = append(outputs, mcpd.Output.String())
+
 	conn := connectAs(t, f.nats.URL, f.creds["deployer"])
 	_ = conn.Publish("deploy.test.testhost1", []byte(`{"action":"switch","revision":"-o","reply_to":"deploy.responses.x"}`))
 	_ = conn.Publish("deploy.discover", []byte(`{"reply_to":"_INBOX.x"}`)) // logged at debug level
@@ -579,6 +614,9 @@ func TestNoSeedInAnyLog(t *testing.T) {
 	all := strings.Join(outputs, "\n")
 	if !strings.Contains(all, "level=DEBUG") {
 		t.Fatalf("no debug line was logged; the flow did not run at debug level:\n%s", all)
+	}
+	if strings.Contains(all, token) {
+		t.Errorf("the MCP bearer token appears in the output")
 	}
 	for name, c := range f.creds {
 		b, err := os.ReadFile(c.SeedFile)
