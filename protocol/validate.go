@@ -14,10 +14,30 @@ const (
 )
 
 var (
-	tokenRe    = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+	tokenRe    tokenMatcher // ^[A-Za-z0-9_-]+$
 	revisionRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]*$`)
 	commitRe   = regexp.MustCompile(`^[0-9a-f]{40}$`)
 )
+
+// tokenMatcher matches ^[A-Za-z0-9_-]+$ with a byte loop. Tokens are checked
+// several times per message on every listener and requester (reply
+// subjects, ids, hostnames, tiers), and the regexp was a fifth of a
+// listener's work per deploy request (docs/BENCHMARKS.md).
+type tokenMatcher struct{}
+
+func (tokenMatcher) MatchString(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // Tiers are the deployment tiers.
 var Tiers = []string{"test", "prod"}
