@@ -166,4 +166,3 @@ func Run(ctx context.Context, cfg Config) error {
 	log.Info("builder stopped")
 	return nil
 }
-

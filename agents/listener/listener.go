@@ -239,7 +239,6 @@ func Run(ctx context.Context, cfg Config) error {
 	return nil
 }
 
-
 // selfRestart snapshots the watched paths right before each nixos-rebuild
 // and, after a completed deploy, decides whether the listener replaced
 // itself.
