@@ -246,17 +246,21 @@ func (f *fleet) startRaw(b *testing.B, conns []*protocol.Conn) {
 			}
 			replay[k] = [2][]byte{before, after}
 		}
-		subs = append(subs, struct {
-			subject string
-			h       nats.MsgHandler
-		}{protocol.DeployAllSubject("prod"), func(m *nats.Msg) {
+		replayer := func(m *nats.Msg) {
 			id := requestID(m.Data)
 			for _, r := range replay {
 				out := make([]byte, 0, len(r[0])+len(id)+len(r[1]))
 				out = append(append(append(out, r[0]...), id...), r[1]...)
 				_ = nc.Publish(m.Reply, out)
 			}
-		}})
+		}
+		subs = append(subs, struct {
+			subject string
+			h       nats.MsgHandler
+		}{protocol.DeployAllSubject("prod"), replayer}, struct {
+			subject string
+			h       nats.MsgHandler
+		}{protocol.DeploySubject("prod", hostname(i)), replayer})
 		for _, s := range subs {
 			if _, err := nc.Subscribe(s.subject, s.h); err != nil {
 				b.Fatal(err)
