@@ -150,6 +150,9 @@ func TestHostileCLIArguments(t *testing.T) {
 		want string // the error names what is wrong
 	}
 	var cases []cliCase
+	listenerArgs := func(extra ...string) []string {
+		return append([]string{"listener", "--nats-url", f.nats.URL, "--nkey-file", f.creds["testhost1"].SeedFile, "--flake-url", e2eFlake}, extra...)
+	}
 	for _, rev := range hostileRevisions {
 		cases = append(cases, cliCase{"deployer", []string{"deploy", "deploy.test.testhost1", "--branch=" + rev}, "revision"})
 		if rev != "" { // an empty --branch means the repository's default
@@ -174,7 +177,18 @@ func TestHostileCLIArguments(t *testing.T) {
 		if tok != "" { // an empty --tier means every tier
 			cases = append(cases, cliCase{"deployer", []string{"list-hosts", "--tier=" + tok}, "tier"})
 		}
+		if tok != "" { // --flag= with nothing after it is the flag parser's to refuse
+			cases = append(cases,
+				cliCase{"testhost1", listenerArgs("--hostname="+tok, "--tier", "test"), "hostname"},
+				cliCase{"testhost1", listenerArgs("--hostname", "testhost1", "--tier="+tok), "tier"},
+				cliCase{"testhost1", listenerArgs("--hostname", "testhost1", "--tier", "test", "--role="+tok), "role"},
+			)
+		}
 	}
+	cases = append(cases,
+		cliCase{"testhost1", listenerArgs("--hostname", "all", "--tier", "test"), "reserved"},
+		cliCase{"testhost1", listenerArgs("--hostname", "testhost1", "--tier", "test", "--deploy-subject", "deploy.>"), "deploy-subject"},
+	)
 	cases = append(cases,
 		cliCase{"deployer", []string{"deploy", "deploy.test.role"}, "role"},
 		cliCase{"deployer", []string{"deploy", "deploy.responses.x"}, "reserved"},
