@@ -202,3 +202,23 @@ func (r *Root) applyRootEnv() error {
 		"log-format": "HOMELAB_DEPLOY_LOG_FORMAT",
 	})
 }
+
+// FlagNames returns the long flag names (with "--") that the subcommand
+// name accepts, its parents' included; nil if there is no such command. The
+// NixOS module's tests use it to prove every flag is reachable.
+func FlagNames(name string) []string {
+	for _, c := range New(Env{}).Command.Subcommands {
+		if c.Name != name {
+			continue
+		}
+		var out []string
+		_ = c.Flags.WalkFlags(func(f ff.Flag) error {
+			if l, ok := f.GetLongName(); ok && l != "version" {
+				out = append(out, "--"+l)
+			}
+			return nil
+		})
+		return out
+	}
+	return nil
+}

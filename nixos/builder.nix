@@ -116,6 +116,7 @@ in
         # SIGTERM to the builder only: it lets running nix builds finish
         # within its --shutdown-grace, then kills them and reports them.
         KillMode = "mixed";
+        TimeoutStopSec = cfg.shutdownGrace + 60;
 
         User = user;
         Group = user;

@@ -10,6 +10,7 @@
     enable = false;
     role = null;
     timeout = 600;
+    shutdownGrace = 30;
     # Templates, expanded by the binary at startup. A subject that contains
     # <role> is skipped when no role is set.
     deploySubjects = [
@@ -35,6 +36,7 @@
     settings = { };
     timeout = 1800;
     maxParallel = 2;
+    shutdownGrace = 30;
     environment = { };
     metrics = {
       enable = false;

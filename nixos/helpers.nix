@@ -89,6 +89,8 @@ rec {
     ++ [
       "--timeout"
       (toString cfg.timeout)
+      "--shutdown-grace"
+      (toString cfg.shutdownGrace)
     ]
     ++ concatMap (s: [
       "--deploy-subject"
@@ -134,6 +136,8 @@ rec {
       (toString cfg.timeout)
       "--max-parallel"
       (toString cfg.maxParallel)
+      "--shutdown-grace"
+      (toString cfg.shutdownGrace)
     ]
     ++ optionals cfg.metrics.enable [
       "--metrics-enabled"

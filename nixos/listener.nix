@@ -88,10 +88,11 @@ in
         Restart = "always";
         RestartSec = "5s";
         # SIGTERM goes to the listener only, not to a running nixos-rebuild:
-        # the listener lets the deploy finish within its --shutdown-grace
-        # (30 s), then kills it and reports it failed. systemd's SIGKILL to
-        # whatever is left comes after TimeoutStopSec (90 s), well after.
+        # the listener lets the deploy finish within its --shutdown-grace,
+        # then kills it and reports it failed. systemd's SIGKILL to whatever
+        # is left comes after TimeoutStopSec, a minute later.
         KillMode = "mixed";
+        TimeoutStopSec = cfg.shutdownGrace + 60;
       };
     };
 

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/homelab-deploy/homelab-deploy/cli"
 )
 
 // option is one declared option as testdata/eval.nix reports it.
@@ -38,6 +40,7 @@ var specOptions = map[string]option{
 	"listener.nkeyFile":             {Type: "path", Default: required},
 	"listener.flakeUrl":             {Type: "str", Default: required},
 	"listener.timeout":              {Type: "positiveInt", Default: 600.0},
+	"listener.shutdownGrace":        {Type: "positiveInt", Default: 30.0}, // extension
 	"listener.deploySubjects":       {Type: "listOf str", Default: defaultSubjects},
 	"listener.discoverSubject":      {Type: "str", Default: "deploy.discover"},
 	"listener.environment":          {Type: "attrsOf str", Default: map[string]any{}},
@@ -54,7 +57,8 @@ var specOptions = map[string]option{
 	"builder.configFile":            {Type: "nullOr path", Default: nil},       // required unless settings is set
 	"builder.settings":              {Type: "yaml", Default: map[string]any{}}, // extension
 	"builder.timeout":               {Type: "positiveInt", Default: 1800.0},
-	"builder.maxParallel":           {Type: "positiveInt", Default: 2.0}, // extension
+	"builder.maxParallel":           {Type: "positiveInt", Default: 2.0},  // extension
+	"builder.shutdownGrace":         {Type: "positiveInt", Default: 30.0}, // extension
 	"builder.environment":           {Type: "attrsOf str", Default: map[string]any{}},
 	"builder.metrics.enable":        {Type: "bool", Default: false},
 	"builder.metrics.address":       {Type: "str", Default: ":9973"},
@@ -239,7 +243,7 @@ func TestListenerCommandLine(t *testing.T) {
 				"--nats-url", "nats://nats.example.com:4222",
 				"--nkey-file", "/run/secrets/listener.nkey",
 				"--flake-url", "git+https://git.example.com/user/nixos-configs.git",
-				"--timeout", "600",
+				"--timeout", "600", "--shutdown-grace", "30",
 				"--deploy-subject", "deploy.<tier>.<hostname>",
 				"--deploy-subject", "deploy.<tier>.all",
 				"--deploy-subject", "deploy.<tier>.role.<role>",
@@ -268,7 +272,7 @@ func TestListenerCommandLine(t *testing.T) {
 				"--nkey-file", "/run/secrets/listener.nkey",
 				"--flake-url", "git+https://git.example.com/user/nixos-configs.git",
 				"--role", "dns",
-				"--timeout", "120",
+				"--timeout", "120", "--shutdown-grace", "30",
 				"--deploy-subject", "deploy.<tier>.<hostname>",
 				"--deploy-subject", "custom.<role>",
 				"--discover-subject", "deploy.discover.lab",
@@ -290,7 +294,7 @@ func TestListenerCommandLine(t *testing.T) {
 				"--nats-url", "nats://nats.example.com:4222",
 				"--nkey-file", "/run/secrets/listener.nkey",
 				"--flake-url", `git+https://h.example/r.git?dir=a b&x=%41$HOME"'\`,
-				"--timeout", "600",
+				"--timeout", "600", "--shutdown-grace", "30",
 				"--deploy-subject", "deploy.<tier>.<hostname>",
 				"--deploy-subject", "deploy.<tier>.all",
 				"--deploy-subject", "deploy.<tier>.role.<role>",
@@ -331,7 +335,7 @@ func TestBuilderCommandLine(t *testing.T) {
 				"--nats-url", "nats://nats.example.com:4222",
 				"--nkey-file", "/run/secrets/builder.nkey",
 				"--config", "/nix/store/00000000000000000000000000000000-homelab-deploy-builder.yaml",
-				"--timeout", "1800", "--max-parallel", "2",
+				"--timeout", "1800", "--max-parallel", "2", "--shutdown-grace", "30",
 				"--log-level", "info", "--log-format", "text"},
 		},
 		{
@@ -350,7 +354,7 @@ func TestBuilderCommandLine(t *testing.T) {
 				"--nats-url", "nats://nats.example.com:4222",
 				"--nkey-file", "/run/secrets/builder.nkey",
 				"--config", "/etc/homelab-deploy/builder.yaml",
-				"--timeout", "3600", "--max-parallel", "4",
+				"--timeout", "3600", "--max-parallel", "4", "--shutdown-grace", "30",
 				"--metrics-enabled", "--metrics-addr", ":9973",
 				"--nats-ca-file", "/etc/ssl/nats-ca.pem",
 				"--log-level", "warn", "--log-format", "text",
@@ -375,14 +379,11 @@ func TestBuilderCommandLine(t *testing.T) {
 	}
 }
 
-// The flags of both modes (cli/ defines them); every one must be reachable
-// from the module, either through an option or fixed by the module.
+// The flags of both modes, read from the binary's own command tree, so a
+// flag added to the binary and forgotten in the module fails here.
 var (
-	listenerFlags = []string{"--hostname", "--tier", "--nats-url", "--nkey-file", "--flake-url", "--role",
-		"--timeout", "--deploy-subject", "--discover-subject", "--metrics-enabled", "--metrics-addr",
-		"--nats-ca-file", "--watch-unit-file", "--log-level", "--log-format"}
-	builderFlags = []string{"--nats-url", "--nkey-file", "--config", "--timeout", "--max-parallel",
-		"--metrics-enabled", "--metrics-addr", "--nats-ca-file", "--log-level", "--log-format"}
+	listenerFlags = cli.FlagNames("listener")
+	builderFlags  = cli.FlagNames("builder")
 )
 
 func TestEveryFlagReachable(t *testing.T) {

@@ -147,6 +147,16 @@ in
       description = "Deployment timeout in seconds.";
     };
 
+    shutdownGrace = mkOption {
+      type = types.ints.positive;
+      default = l.shutdownGrace;
+      description = ''
+        Seconds a stopping listener lets a running deploy finish before it
+        kills it and reports it failed (`--shutdown-grace`). systemd's stop
+        timeout is set to leave room for it.
+      '';
+    };
+
     deploySubjects = mkOption {
       type = types.listOf types.str;
       default = l.deploySubjects;
@@ -217,7 +227,17 @@ in
     maxParallel = mkOption {
       type = types.ints.positive;
       default = b.maxParallel;
-      description = "How many hosts of one build request are built at the same time (`--max-parallel`).";
+      description = "How many `nix build`s run at the same time on the builder, across all repositories (`--max-parallel`).";
+    };
+
+    shutdownGrace = mkOption {
+      type = types.ints.positive;
+      default = b.shutdownGrace;
+      description = ''
+        Seconds a stopping builder lets running builds finish before it kills
+        them and reports them failed (`--shutdown-grace`). systemd's stop
+        timeout is set to leave room for it.
+      '';
     };
 
     environment = environmentOption;
