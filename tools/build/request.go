@@ -169,7 +169,7 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, deps tools.Deps
 				return finish(fmt.Sprintf("no builder answered for repo %s: no builder is subscribed to %s (is one running with %s in its config?)", req.Repo, protocol.BuildRepoWildcard(req.Repo), req.Repo)), nil
 			}
 			var r protocol.BuildResponse
-			if len(m.Data) > 1<<20 || json.Unmarshal(m.Data, &r) != nil {
+			if len(m.Data) > 1<<20 || json.Unmarshal(m.Data, &r) != nil || !r.Clean() {
 				deps.Logger.Warn("ignoring malformed build response", "subject", m.Subject, "bytes", len(m.Data))
 				continue
 			}

@@ -282,3 +282,37 @@ func TestTestCredentialCannotReachProd(t *testing.T) {
 		t.Fatalf("a prod host ran nixos-rebuild: %q", calls)
 	}
 }
+
+// A compromised host may publish anything under deploy.responses.: control
+// characters (terminal escape sequences) never reach the result, and an
+// answer under a hostname that is not one token is ignored.
+func TestHostileResponsesAreCleaned(t *testing.T) {
+	t.Parallel()
+	f := startFleet(t, defaultHosts[:1], "exit 0", time.Minute)
+	rogue := f.nats.Connect(t, "spy")
+	_, err := rogue.Subscribe("deploy.test.rogue", func(m *nats.Msg) {
+		var req protocol.DeployRequest
+		_ = json.Unmarshal(m.Data, &req)
+		for _, r := range []protocol.DeployResponse{
+			{ID: req.ID, Hostname: "evil\x1b[2J", Status: protocol.StatusCompleted, Message: "ignored"},
+			{ID: req.ID, Hostname: "rogue", Status: protocol.StatusCompleted, Message: "done\x1b[2J\x1b]0;owned\x07 \u009b31m"},
+		} {
+			b, _ := json.Marshal(r)
+			_ = rogue.Publish(req.ReplyTo, b)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = rogue.Flush()
+	res, err := deploy.Send(ctx, f.deployer, deploy.Request{Subject: "deploy.test.rogue", Action: "switch", Revision: "main"}, deps(f.deployer), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Hosts) != 1 || res.Hosts[0].Hostname != "rogue" {
+		t.Fatalf("hosts = %+v", res.Hosts)
+	}
+	if msg := res.Hosts[0].Message; strings.ContainsAny(msg, "\x1b\x07\u009b") || !strings.HasPrefix(msg, "done") {
+		t.Fatalf("message not cleaned: %q", msg)
+	}
+}

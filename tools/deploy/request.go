@@ -127,7 +127,7 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, deps tools.Deps
 		case len(m.Data) == 0 && m.Header.Get("Status") == "503":
 			// The server tells us at once that nobody is subscribed.
 			a.noResponders = true
-		case len(m.Data) > protocol.MaxMessageSize*4 || json.Unmarshal(m.Data, &a.resp) != nil || a.resp.Hostname == "":
+		case len(m.Data) > protocol.MaxMessageSize*4 || json.Unmarshal(m.Data, &a.resp) != nil || !a.resp.Clean():
 			a.malformed = true
 		}
 		select {

@@ -137,7 +137,7 @@ func Discover(ctx context.Context, conn *protocol.Conn, tier, subject string, de
 			deps.Logger.Warn("ignoring malformed discovery answer", "bytes", len(m.Data))
 			return Host{}, false
 		}
-		if r.ID != "" && r.ID != id || protocol.ValidateHostname(r.Hostname) != nil || protocol.ValidateTier(r.Tier) != nil {
+		if r.ID != "" && r.ID != id || !r.Clean() {
 			return Host{}, false
 		}
 		if tier != "" && r.Tier != tier {
