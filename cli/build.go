@@ -34,7 +34,7 @@ func newBuild(r *Root) *buildCmd {
 	c.Flags.BoolVar(&c.JSON, 0, "json", "print the result as JSON on stdout")
 	c.Command = &ff.Command{
 		Name:      "build",
-		Usage:     "homelab-deploy build [FLAGS] <REPO> [HOST | --all]",
+		Usage:     "homelab-deploy build [FLAGS] <REPO> (<HOST> | --all)",
 		ShortHelp: "pre-build one host or every host of a repository on the builder",
 		LongHelp: "Asks the builder to nix build the NixOS configuration of HOST (or of every host with --all)\n" +
 			"from REPO, a repository named in the builder's configuration, and waits for the result.\n" +

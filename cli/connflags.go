@@ -16,8 +16,8 @@ type connFlags struct {
 }
 
 func (c *connFlags) register(fs *ff.FlagSet) {
-	fs.StringVar(&c.URL, 0, "nats-url", "", "NATS server URL; several comma-separated for a cluster (env HOMELAB_DEPLOY_NATS_URL)")
-	fs.StringVar(&c.NKeyFile, 0, "nkey-file", "", "path to the NKey seed file, mode 0600 (env HOMELAB_DEPLOY_NKEY_FILE)")
+	fs.StringVar(&c.URL, 0, "nats-url", "", "NATS server URL; several comma-separated for a cluster (required; env HOMELAB_DEPLOY_NATS_URL)")
+	fs.StringVar(&c.NKeyFile, 0, "nkey-file", "", "path to the NKey seed file, mode 0600 (required; env HOMELAB_DEPLOY_NKEY_FILE)")
 	fs.StringVar(&c.CAFile, 0, "nats-ca-file", "", "PEM file of CAs to trust for tls:// NATS servers (env HOMELAB_DEPLOY_NATS_CA_FILE)")
 }
 

@@ -20,7 +20,7 @@ type keygenCmd struct {
 func newKeygen(r *Root) *keygenCmd {
 	c := &keygenCmd{root: r}
 	c.Flags = ff.NewFlagSet("keygen").SetParent(r.Flags)
-	c.Flags.StringVar(&c.Out, 0, "out", "", "file to write the seed to, created with mode 0600 (required; `-` writes the seed to stdout)")
+	c.Flags.StringVar(&c.Out, 0, "out", "", "file to write the seed to, created with mode 0600 (required; '-' writes the seed to stdout)")
 	c.Flags.BoolVar(&c.Force, 0, "force", "replace an existing seed file (its old key stops working once the server config is updated)")
 	c.Command = &ff.Command{
 		Name:      "keygen",
