@@ -188,11 +188,19 @@ type hostOutcome struct {
 
 func (s *Server) run(req protocol.BuildRequest, repo Repo, branch string, log *slog.Logger) {
 	defer s.wg.Done()
-	defer func() {
+	// The repo is free again before its final status goes out, so a client
+	// that starts the next build as soon as it hears back is not told the
+	// repo is still building.
+	release := sync.OnceFunc(func() {
 		s.mu.Lock()
 		delete(s.building, req.Repo)
 		s.mu.Unlock()
-	}()
+	})
+	defer release()
+	finalReply := func(resp protocol.BuildResponse) {
+		release()
+		s.reply(req.ReplyTo, resp)
+	}
 	start := s.cfg.Now()
 	base := protocol.BuildResponse{ID: req.ID, Repo: repo.Name, Branch: branch}
 
@@ -207,7 +215,7 @@ func (s *Server) run(req protocol.BuildRequest, repo Repo, branch string, log *s
 		resp.Error = tail
 		resp.TotalDurationSeconds = s.cfg.Now().Sub(start).Seconds()
 		s.cfg.Metrics.build(repo.Name, false, s.cfg.Now())
-		s.reply(req.ReplyTo, resp)
+		finalReply(resp)
 		return
 	}
 	if req.Target != protocol.BuildTargetAll {
@@ -217,7 +225,7 @@ func (s *Server) run(req protocol.BuildRequest, repo Repo, branch string, log *s
 			resp.Status = protocol.StatusRejected
 			resp.ErrorCode = protocol.ErrUnknownHost
 			resp.Message = fmt.Sprintf("host %q is not in nixosConfigurations of %s at %s; known hosts: %s", req.Target, repo.Name, branch, strings.Join(hosts, ", "))
-			s.reply(req.ReplyTo, resp)
+			finalReply(resp)
 			return
 		}
 		hosts = []string{req.Target}
@@ -309,7 +317,7 @@ func (s *Server) run(req protocol.BuildRequest, repo Repo, branch string, log *s
 	}
 	s.cfg.Metrics.build(repo.Name, final.Failed == 0, s.cfg.Now())
 	log.Info("build finished", "status", final.Status, "succeeded", final.Succeeded, "failed", final.Failed)
-	s.reply(req.ReplyTo, final)
+	finalReply(final)
 }
 
 // listHosts runs nix eval for the names of the repository's

@@ -159,10 +159,18 @@ func (s *Server) Handle(subject string, data []byte) {
 
 func (s *Server) run(req protocol.DeployRequest, flakeRef string, log *slog.Logger) {
 	defer s.wg.Done()
-	defer s.busy.Store(false)
+	// The host is free again before its final status goes out, so a
+	// deployer that sends the next request as soon as it hears back is not
+	// told a deploy is still running.
+	release := sync.OnceFunc(func() {
+		if s.cfg.Metrics != nil {
+			s.cfg.Metrics.InProgress.Set(0)
+		}
+		s.busy.Store(false)
+	})
+	defer release()
 	if s.cfg.Metrics != nil {
 		s.cfg.Metrics.InProgress.Set(1)
-		defer s.cfg.Metrics.InProgress.Set(0)
 	}
 	if s.cfg.BeforeDeploy != nil {
 		s.cfg.BeforeDeploy(req.Action)
@@ -199,6 +207,7 @@ func (s *Server) run(req protocol.DeployRequest, flakeRef string, log *slog.Logg
 	}
 	s.count(status, req.Action, code)
 	log.Info("deploy finished", "status", status, "error_code", code, "duration", dur.Round(time.Millisecond))
+	release()
 	s.reply(req, status, code, msg, dur)
 	if s.cfg.AfterDeploy != nil {
 		s.cfg.AfterDeploy(req.Action, status)
