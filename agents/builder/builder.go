@@ -139,21 +139,12 @@ func Run(ctx context.Context, cfg Config) error {
 		subs = append(subs, sub)
 		b.Subjects = append(b.Subjects, subject)
 	}
-	if conn.IsConnected() {
-		if err := conn.FlushTimeout(5 * time.Second); err != nil {
-			log.Warn("NATS flush after subscribing failed", "err", err)
-		}
-	}
+	metricsAddr := ""
 	if cfg.MetricsEnabled {
-		b.metrics, err = metricsserver.Start(cfg.MetricsAddr, reg, func() error {
-			if !conn.IsConnected() {
-				return errors.New("not connected to NATS")
-			}
-			return nil
-		}, log)
-		if err != nil {
-			return err
-		}
+		metricsAddr = cfg.MetricsAddr
+	}
+	if b.metrics, err = daemon.Start(log, conn, reg, metricsAddr); err != nil {
+		return err
 	}
 	log.Info("builder ready", "subjects", b.Subjects, "repos", names, "timeout", cfg.Timeout, "max_parallel", cfg.MaxParallel, "version", cfg.Version)
 	if cfg.Ready != nil {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/homelab-deploy/homelab-deploy/agents/metricsserver"
 	"github.com/homelab-deploy/homelab-deploy/protocol"
@@ -62,4 +63,26 @@ func drain(conn *protocol.Conn, d time.Duration) error {
 	case <-time.After(d):
 		return errors.New("drain timed out")
 	}
+}
+
+// Start finishes a daemon's start-up once its subscriptions are made: it
+// flushes them to the server (when connected; a daemon started before NATS
+// is reachable subscribes on connection) and, when metricsAddr is not
+// empty, serves reg on /metrics with a /health that fails while NATS is
+// disconnected.
+func Start(log *slog.Logger, conn *protocol.Conn, reg *prometheus.Registry, metricsAddr string) (*metricsserver.Server, error) {
+	if conn.IsConnected() {
+		if err := conn.FlushTimeout(5 * time.Second); err != nil {
+			log.Warn("NATS flush after subscribing failed", "err", err)
+		}
+	}
+	if metricsAddr == "" {
+		return nil, nil
+	}
+	return metricsserver.Start(metricsAddr, reg, func() error {
+		if !conn.IsConnected() {
+			return errors.New("not connected to NATS")
+		}
+		return nil
+	}, log)
 }

@@ -204,22 +204,12 @@ func Run(ctx context.Context, cfg Config) error {
 	// are dropped (and counted by the client library as slow-consumer).
 	_ = dsub.SetPendingLimits(4096, 4<<20)
 	subs = append(subs, dsub)
-	if conn.IsConnected() {
-		if err := conn.FlushTimeout(5 * time.Second); err != nil {
-			log.Warn("NATS flush after subscribing failed", "err", err)
-		}
-	}
-
+	metricsAddr := ""
 	if cfg.MetricsEnabled {
-		l.metrics, err = metricsserver.Start(cfg.MetricsAddr, reg, func() error {
-			if !conn.IsConnected() {
-				return errors.New("not connected to NATS")
-			}
-			return nil
-		}, log)
-		if err != nil {
-			return err
-		}
+		metricsAddr = cfg.MetricsAddr
+	}
+	if l.metrics, err = daemon.Start(log, conn, reg, metricsAddr); err != nil {
+		return err
 	}
 	log.Info("listener ready", "subjects", subjects, "discover", cfg.DiscoverSubject, "flake", cfg.FlakeURL, "version", cfg.Version)
 	if cfg.Ready != nil {
