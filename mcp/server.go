@@ -203,7 +203,7 @@ func notifier(ctx context.Context, req *mcp.CallToolRequest) tools.Progress {
 }
 
 // EventMessage renders an event as one line, for example
-// "testhost1: completed (41 s): nixos-rebuild switch of master completed in 41.0s".
+// "testhost1: completed (switch, 41 s): nixos-rebuild switch of master completed in 41.0s".
 func EventMessage(e tools.Event) string {
 	var b strings.Builder
 	if e.Host != "" {
@@ -212,6 +212,9 @@ func EventMessage(e tools.Event) string {
 	}
 	b.WriteString(string(e.Status))
 	var detail []string
+	if e.Action != "" {
+		detail = append(detail, e.Action)
+	}
 	if e.Error != "" {
 		detail = append(detail, string(e.Error))
 	}

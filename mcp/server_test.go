@@ -181,7 +181,7 @@ func TestProgressNotificationsOnePerStatusInOrder(t *testing.T) {
 	// handler when CallTool returns.
 	eventually(t, "three progress notifications", func() bool { return len(plog.get()) >= 3 })
 	got := plog.get()
-	want := []string{"testhost1: accepted", "testhost1: started", "testhost1: completed ("}
+	want := []string{"testhost1: accepted (switch)", "testhost1: started (switch)", "testhost1: completed (switch, "}
 	if len(got) != len(want) {
 		t.Fatalf("got %d notifications, want %d: %v", len(got), len(want), messages(got))
 	}

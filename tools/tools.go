@@ -45,6 +45,9 @@ type Event struct {
 	Error protocol.ErrorCode
 	// Message is a one-line human description.
 	Message string
+	// Action is what the host was asked to do (a nixos-rebuild action),
+	// when the tool has one.
+	Action string
 	// Done counts hosts that are finished; Total counts hosts known so far
 	// (0 while unknown).
 	Done, Total int

@@ -228,7 +228,7 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, deps tools.Deps
 				h.terminal = true
 				h.lastAt = elapsed
 				done++
-				progress.Emit(tools.Event{Host: name, Status: h.resp.Status, Error: h.resp.Error, Message: h.resp.Message, Done: done, Total: len(hosts), Elapsed: elapsed, Duration: elapsed})
+				progress.Emit(tools.Event{Action: string(req.Action), Host: name, Status: h.resp.Status, Error: h.resp.Error, Message: h.resp.Message, Done: done, Total: len(hosts), Elapsed: elapsed, Duration: elapsed})
 			}
 			if allTerminal() {
 				collect(&res, hosts)
@@ -270,7 +270,7 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, deps tools.Deps
 				h.terminal = true
 				done++
 			}
-			ev := tools.Event{Host: r.Hostname, Status: r.Status, Error: r.Error, Message: r.Message, Done: done, Total: len(hosts), Elapsed: elapsed}
+			ev := tools.Event{Action: string(req.Action), Host: r.Hostname, Status: r.Status, Error: r.Error, Message: r.Message, Done: done, Total: len(hosts), Elapsed: elapsed}
 			if h.terminal {
 				ev.Duration = elapsed
 				if r.DurationSeconds > 0 {
