@@ -86,7 +86,8 @@ func (r *Root) printHosts(res listhosts.Result) {
 		fmt.Fprintln(r.Stdout, res.Message)
 		return
 	}
-	fmt.Fprintf(r.Stdout, "%-20s %-5s %-12s %-10s %s\n", "HOSTNAME", "TIER", "ROLE", "VERSION", "SUBJECTS")
+	const row = "%-20s %-5s %-12s %-10s %-40s %s\n"
+	fmt.Fprintf(r.Stdout, row, "HOSTNAME", "TIER", "ROLE", "VERSION", "LAST DEPLOY", "SUBJECTS")
 	for _, h := range res.Hosts {
 		role := h.Role
 		if role == "" {
@@ -96,6 +97,10 @@ func (r *Root) printHosts(res listhosts.Result) {
 		if h.Busy {
 			name += " (busy)"
 		}
-		fmt.Fprintf(r.Stdout, "%-20s %-5s %-12s %-10s %s\n", name, h.Tier, role, h.Version, strings.Join(h.Subjects, ","))
+		last := "-"
+		if l := h.LastDeploy; l != nil {
+			last = fmt.Sprintf("%s %s %s %s", l.Status, l.Action, l.Revision, l.FinishedAt)
+		}
+		fmt.Fprintf(r.Stdout, row, name, h.Tier, role, h.Version, last, strings.Join(h.Subjects, ","))
 	}
 }

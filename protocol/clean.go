@@ -77,6 +77,14 @@ func (r *DiscoverResponse) Clean() bool {
 	if len(r.Version) > 64 {
 		r.Version = r.Version[:64]
 	}
+	if l := r.LastDeploy; l != nil {
+		if ValidateAction(string(l.Action)) != nil || ValidateRevision(l.Revision) != nil || !l.Status.Terminal() {
+			r.LastDeploy = nil
+		} else {
+			l.Error = ErrorCode(CleanText(string(l.Error)))
+			l.FinishedAt = CleanText(l.FinishedAt)
+		}
+	}
 	return true
 }
 

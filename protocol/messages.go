@@ -130,6 +130,19 @@ type DiscoverResponse struct {
 	Version  string   `json:"version"`
 	// Busy is true while the listener runs a deploy.
 	Busy bool `json:"busy"`
+	// LastDeploy is the outcome of the listener's most recent deploy since
+	// it started, if any.
+	LastDeploy *LastDeploy `json:"last_deploy,omitempty"`
+}
+
+// LastDeploy summarises a listener's most recent finished deploy.
+type LastDeploy struct {
+	Action          Action    `json:"action" jsonschema:"the nixos-rebuild action"`
+	Revision        string    `json:"revision" jsonschema:"the branch, tag or commit deployed"`
+	Status          Status    `json:"status" jsonschema:"completed or failed"`
+	Error           ErrorCode `json:"error" jsonschema:"error code when it failed, null when it completed"`
+	FinishedAt      string    `json:"finished_at" jsonschema:"when it finished, RFC 3339 UTC"`
+	DurationSeconds float64   `json:"duration_seconds" jsonschema:"how long nixos-rebuild ran"`
 }
 
 // DecodeError is returned by the decoders; Code says which error code the

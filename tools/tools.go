@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"slices"
 	"time"
 
@@ -163,11 +164,11 @@ type Tool struct {
 // Define makes a Tool from a typed handler. schemaFix, if not nil, may refine
 // the inferred input schema (enums, bounds).
 func Define[In any, Out Result](t Tool, schemaFix func(in, out *jsonschema.Schema), h func(ctx context.Context, deps Deps, in In, progress Progress) (Out, error)) Tool {
-	in, err := jsonschema.For[In](nil)
+	in, err := jsonschema.For[In](schemaOptions())
 	if err != nil {
 		panic(fmt.Sprintf("tool %s: input schema: %v", t.Name, err))
 	}
-	out, err := jsonschema.For[Out](nil)
+	out, err := jsonschema.For[Out](schemaOptions())
 	if err != nil {
 		panic(fmt.Sprintf("tool %s: output schema: %v", t.Name, err))
 	}
@@ -185,6 +186,14 @@ func Define[In any, Out Result](t Tool, schemaFix func(in, out *jsonschema.Schem
 		return h(ctx, deps, v, progress)
 	}
 	return t
+}
+
+// schemaOptions describes types whose JSON is not what reflection infers:
+// an error code is JSON null when there is no error.
+func schemaOptions() *jsonschema.ForOptions {
+	return &jsonschema.ForOptions{TypeSchemas: map[reflect.Type]*jsonschema.Schema{
+		reflect.TypeFor[protocol.ErrorCode](): {Types: []string{"null", "string"}},
+	}}
 }
 
 // Gates says which optional tools are switched on.

@@ -185,7 +185,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	responder := &listhosts.Responder{
 		Hostname: cfg.Hostname, Tier: cfg.Tier, Role: cfg.Role, Subjects: subjects,
-		Version: cfg.Version, Busy: l.server.Busy, Publish: publish, Logger: log,
+		Version: cfg.Version, Busy: l.server.Busy, Last: l.server.LastDeploy, Publish: publish, Logger: log,
 	}
 
 	var subs []*nats.Subscription

@@ -21,6 +21,7 @@ import (
 	"github.com/homelab-deploy/homelab-deploy/protocol"
 	"github.com/homelab-deploy/homelab-deploy/tools"
 	"github.com/homelab-deploy/homelab-deploy/tools/deploy"
+	"github.com/homelab-deploy/homelab-deploy/tools/listhosts"
 )
 
 var ctx = context.Background()
@@ -314,5 +315,22 @@ func TestHostileResponsesAreCleaned(t *testing.T) {
 	}
 	if msg := res.Hosts[0].Message; strings.ContainsAny(msg, "\x1b\x07\u009b") || !strings.HasPrefix(msg, "done") {
 		t.Fatalf("message not cleaned: %q", msg)
+	}
+}
+
+// After a deploy, the listener's discovery answer carries its outcome.
+func TestDiscoveryShowsLastDeploy(t *testing.T) {
+	t.Parallel()
+	f := startFleet(t, defaultHosts[:1], `case "$*" in *ref=broken*) exit 1;; esac`, time.Minute)
+	if res, _ := deploy.Send(ctx, f.deployer, deploy.Request{Subject: "deploy.test.testhost1", Action: "boot", Revision: "broken"}, deps(f.deployer), nil); res.Success {
+		t.Fatalf("broken deploy succeeded: %+v", res)
+	}
+	hosts, err := listhosts.Discover(ctx, f.deployer, "", protocol.DefaultDiscoverSubject, tools.Deps{DiscoverQuiet: 200 * time.Millisecond})
+	if err != nil || len(hosts.Hosts) != 1 {
+		t.Fatalf("%+v %v", hosts, err)
+	}
+	l := hosts.Hosts[0].LastDeploy
+	if l == nil || l.Action != "boot" || l.Revision != "broken" || l.Status != protocol.StatusFailed || l.Error != protocol.ErrBuildFailed || l.FinishedAt == "" {
+		t.Fatalf("last deploy = %+v", l)
 	}
 }

@@ -68,6 +68,17 @@ type Server struct {
 	cancel context.CancelFunc
 	// killedForShutdown is set when Shutdown cut a deploy short.
 	killedForShutdown atomic.Bool
+	last              atomic.Pointer[protocol.LastDeploy]
+}
+
+// LastDeploy returns the outcome of the most recent finished deploy, or nil.
+func (s *Server) LastDeploy() *protocol.LastDeploy {
+	l := s.last.Load()
+	if l == nil {
+		return nil
+	}
+	c := *l
+	return &c
 }
 
 // NewServer checks cfg and returns a Server.
@@ -207,6 +218,10 @@ func (s *Server) run(req protocol.DeployRequest, flakeRef string, log *slog.Logg
 	}
 	s.count(status, req.Action, code)
 	log.Info("deploy finished", "status", status, "error_code", code, "duration", dur.Round(time.Millisecond))
+	s.last.Store(&protocol.LastDeploy{
+		Action: req.Action, Revision: req.Revision, Status: status, Error: code,
+		FinishedAt: s.cfg.Now().UTC().Format(time.RFC3339), DurationSeconds: dur.Seconds(),
+	})
 	release()
 	s.reply(req, status, code, msg, dur)
 	if s.cfg.AfterDeploy != nil {

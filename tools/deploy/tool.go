@@ -105,15 +105,7 @@ func tierEnum() []any {
 	return out
 }
 
-func fixInput(in, out *jsonschema.Schema) {
-	// A host's error code is JSON null on success (see
-	// protocol.ErrorCode.MarshalJSON); the output schema must allow it, or
-	// clients that validate structured output reject every successful deploy.
-	if hosts, ok := out.Properties["hosts"]; ok && hosts.Items != nil {
-		if e, ok := hosts.Items.Properties["error"]; ok {
-			e.Type, e.Types = "", []string{"null", "string"}
-		}
-	}
+func fixInput(in, _ *jsonschema.Schema) {
 	in.Properties["action"].Enum = actionEnum()
 	in.Properties["action"].Default = []byte(`"switch"`)
 	in.Properties["branch"].Default = []byte(`"master"`)

@@ -31,6 +31,9 @@ type Host struct {
 	Subjects []string `json:"subjects" jsonschema:"the NATS subjects the listener takes deploys on"`
 	Version  string   `json:"version" jsonschema:"the listener's homelab-deploy version"`
 	Busy     bool     `json:"busy" jsonschema:"true while a deploy runs on the host"`
+	// LastDeploy is the host's most recent finished deploy since its
+	// listener started.
+	LastDeploy *protocol.LastDeploy `json:"last_deploy,omitempty" jsonschema:"the host's most recent finished deploy since its listener started, if any"`
 }
 
 // Result is the outcome of a discovery.
@@ -148,7 +151,7 @@ func Discover(ctx context.Context, conn *protocol.Conn, tier, subject string, de
 			return Host{}, false
 		}
 		seen[key] = true
-		return Host{Hostname: r.Hostname, Tier: r.Tier, Role: r.Role, Subjects: r.Subjects, Version: r.Version, Busy: r.Busy}, true
+		return Host{Hostname: r.Hostname, Tier: r.Tier, Role: r.Role, Subjects: r.Subjects, Version: r.Version, Busy: r.Busy, LastDeploy: r.LastDeploy}, true
 	}
 	// The first answer gets a longer wait (listeners far away); then a
 	// short quiet period after the last answer ends the collection. One
@@ -208,8 +211,10 @@ type Responder struct {
 	Subjects             []string
 	Version              string
 	Busy                 func() bool
-	Publish              func(subject string, data []byte) error
-	Logger               *slog.Logger
+	// Last, if set, reports the most recent finished deploy.
+	Last    func() *protocol.LastDeploy
+	Publish func(subject string, data []byte) error
+	Logger  *slog.Logger
 }
 
 // Handle answers one raw discovery request.
@@ -227,6 +232,9 @@ func (r *Responder) Handle(data []byte) {
 	resp := protocol.DiscoverResponse{ID: req.ID, Hostname: r.Hostname, Tier: r.Tier, Role: r.Role, Subjects: r.Subjects, Version: r.Version}
 	if r.Busy != nil {
 		resp.Busy = r.Busy()
+	}
+	if r.Last != nil {
+		resp.LastDeploy = r.Last()
 	}
 	out, _ := json.Marshal(resp)
 	if err := r.Publish(req.ReplyTo, out); err != nil && r.Logger != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -45,7 +46,7 @@ func TestDiscover(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := fmt.Sprint(res.Hosts)
-	want := "[{dns1 prod dns [deploy.prod.dns1 deploy.prod.all deploy.prod.role.dns] v1 true} {testhost1 test  [deploy.test.testhost1 deploy.test.all] v1 false}]"
+	want := "[{dns1 prod dns [deploy.prod.dns1 deploy.prod.all deploy.prod.role.dns] v1 true <nil>} {testhost1 test  [deploy.test.testhost1 deploy.test.all] v1 false <nil>}]"
 	if got != want {
 		t.Fatalf("hosts = %s\nwant    %s", got, want)
 	}
@@ -80,5 +81,35 @@ func TestResponderIgnoresForeignReplySubjects(t *testing.T) {
 	r.Handle([]byte(`{"reply_to":"deploy.responses.ok"}`))
 	if fmt.Sprint(published) != "[deploy.responses.ok]" {
 		t.Fatalf("published to %q", published)
+	}
+}
+
+// After a deploy, discovery reports its outcome: list-hosts shows what each
+// host last ran.
+func TestDiscoverReportsLastDeploy(t *testing.T) {
+	t.Parallel()
+	n := testenv.StartNATS(t,
+		testenv.User{Name: "h", Permissions: testenv.ListenerPerms("test", "h", "")},
+		testenv.User{Name: "deployer", Permissions: testenv.Ptr(protocol.TestDeployerPermissions())})
+	conn := n.Connect(t, "deployer")
+	hconn := n.Connect(t, "h")
+	want := &protocol.LastDeploy{Action: "switch", Revision: "main", Status: protocol.StatusFailed, Error: protocol.ErrBuildFailed, FinishedAt: "2026-11-26T18:00:00Z", DurationSeconds: 41}
+	var last atomic.Pointer[protocol.LastDeploy]
+	last.Store(want)
+	r := &listhosts.Responder{Hostname: "h", Tier: "test", Subjects: []string{"deploy.test.h"}, Version: "v1",
+		Last: last.Load, Publish: func(s string, d []byte) error { return hconn.Publish(s, d) }}
+	if _, err := hconn.Subscribe(protocol.DefaultDiscoverSubject, func(m *nats.Msg) { r.Handle(m.Data) }); err != nil {
+		t.Fatal(err)
+	}
+	_ = hconn.Flush()
+	res, err := listhosts.Discover(context.Background(), conn, "", protocol.DefaultDiscoverSubject, tools.Deps{DiscoverQuiet: 200 * time.Millisecond})
+	if err != nil || len(res.Hosts) != 1 || res.Hosts[0].LastDeploy == nil || *res.Hosts[0].LastDeploy != *want {
+		t.Fatalf("%+v %v", res, err)
+	}
+	// A forged last deploy with a hostile revision is dropped, not shown.
+	last.Store(&protocol.LastDeploy{Action: "switch", Revision: "-o\x1b[2J", Status: protocol.StatusCompleted})
+	res, err = listhosts.Discover(context.Background(), conn, "", protocol.DefaultDiscoverSubject, tools.Deps{DiscoverQuiet: 200 * time.Millisecond})
+	if err != nil || len(res.Hosts) != 1 || res.Hosts[0].LastDeploy != nil {
+		t.Fatalf("%+v %v", res, err)
 	}
 }
