@@ -28,8 +28,11 @@ type Server interface {
 // the connection so the last statuses reach their requesters. A connection
 // the daemon does not own (ownsConn false) is only flushed.
 func Stop(log *slog.Logger, subs []*nats.Subscription, srv Server, grace time.Duration, metrics *metricsserver.Server, conn *protocol.Conn, ownsConn bool) {
+	// Drain rather than unsubscribe: requests already queued are still
+	// handled, and the server, which is stopping, answers them with a
+	// rejection instead of leaving their senders waiting.
 	for _, s := range subs {
-		_ = s.Unsubscribe()
+		_ = s.Drain()
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	srv.Shutdown(sctx)

@@ -167,17 +167,13 @@ func Run(ctx context.Context, cfg Config) error {
 		Hostname: cfg.Hostname, Tier: cfg.Tier, Role: cfg.Role, FlakeURL: cfg.FlakeURL,
 		Timeout: cfg.Timeout, Exec: cfg.Exec, Publish: publish, Metrics: m, Logger: log,
 		BeforeDeploy: cfg.BeforeDeploy, MessagePrefix: cfg.MessagePrefix,
-		AfterDeploy: func(action protocol.Action, status protocol.Status) {
-			if cfg.RestartAfter == nil {
-				return
-			}
-			if ok, why := cfg.RestartAfter(action, status); ok {
-				// The final status must be on the wire before the listener
-				// exits. Only then: a round trip per deploy is most of a
-				// listener's messaging cost (docs/BENCHMARKS.md).
-				_ = conn.Flush()
-				l.once.Do(func() { l.restart <- why })
-			}
+		RestartAfter: cfg.RestartAfter,
+		OnRestart: func(why string) {
+			// The final status must be on the wire before the listener
+			// exits. Only then: a round trip per deploy is most of a
+			// listener's messaging cost (docs/BENCHMARKS.md).
+			_ = conn.Flush()
+			l.once.Do(func() { l.restart <- why })
 		},
 	})
 	if err != nil {

@@ -42,10 +42,12 @@ type ServerConfig struct {
 	Publish func(subject string, data []byte) error
 	Metrics *Metrics
 	Logger  *slog.Logger
-	// AfterDeploy, if set, is called after the final status of a deploy was
-	// published (the listener uses it to restart itself after a switch that
-	// changed its own unit).
-	AfterDeploy func(action protocol.Action, status protocol.Status)
+	// RestartAfter, if set, is asked after each deploy, before its final
+	// status goes out, whether the listener must restart (a switch that
+	// changed its own unit or binary). If so the server takes no further
+	// request, and OnRestart is called once the final status is published.
+	RestartAfter func(action protocol.Action, status protocol.Status) (bool, string)
+	OnRestart    func(reason string)
 	// BeforeDeploy, if set, is called before nixos-rebuild starts.
 	BeforeDeploy func(action protocol.Action)
 	// ReplayWindow is how long request ids are remembered (default 10 min).
@@ -68,7 +70,11 @@ type Server struct {
 	cancel context.CancelFunc
 	// killedForShutdown is set when Shutdown cut a deploy short.
 	killedForShutdown atomic.Bool
-	last              atomic.Pointer[protocol.LastDeploy]
+	// mu orders taking a deploy (wg.Add) against closing: once closing is
+	// set, no deploy starts and wg.Wait sees every one that did.
+	mu      sync.Mutex
+	closing bool
+	last    atomic.Pointer[protocol.LastDeploy]
 }
 
 // LastDeploy returns the outcome of the most recent finished deploy, or nil.
@@ -152,18 +158,23 @@ func (s *Server) Handle(subject string, data []byte) {
 		s.reply(req, protocol.StatusRejected, protocol.ErrInvalidRevision, err.Error(), 0)
 		return
 	}
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		s.count(protocol.StatusRejected, req.Action, protocol.ErrAlreadyRunning)
+		log.Info("rejected deploy: the listener is stopping")
+		s.reply(req, protocol.StatusRejected, protocol.ErrAlreadyRunning, "the listener on "+s.cfg.Hostname+" is stopping (shutdown or restart onto a new version); try again in a minute", 0)
+		return
+	}
 	if !s.busy.CompareAndSwap(false, true) {
+		s.mu.Unlock()
 		s.count(protocol.StatusRejected, req.Action, protocol.ErrAlreadyRunning)
 		log.Info("rejected deploy: another deploy is running")
 		s.reply(req, protocol.StatusRejected, protocol.ErrAlreadyRunning, "another deploy is running on "+s.cfg.Hostname+"; try again when it has finished", 0)
 		return
 	}
-	if s.ctx.Err() != nil {
-		s.busy.Store(false)
-		s.reply(req, protocol.StatusRejected, protocol.ErrAlreadyRunning, "listener on "+s.cfg.Hostname+" is shutting down", 0)
-		return
-	}
 	s.wg.Add(1)
+	s.mu.Unlock()
 	s.reply(req, protocol.StatusAccepted, protocol.ErrNone, fmt.Sprintf("%s of %s accepted", req.Action, req.Revision), 0)
 	go s.run(req, flakeRef, log)
 }
@@ -222,11 +233,26 @@ func (s *Server) run(req protocol.DeployRequest, flakeRef string, log *slog.Logg
 		Action: req.Action, Revision: req.Revision, Status: status, Error: code,
 		FinishedAt: s.cfg.Now().UTC().Format(time.RFC3339), DurationSeconds: dur.Seconds(),
 	})
+	// A listener that replaced itself must take no new deploy between this
+	// final status and its exit: decide before the slot is freed.
+	restart, why := false, ""
+	if s.cfg.RestartAfter != nil {
+		if restart, why = s.cfg.RestartAfter(req.Action, status); restart {
+			s.close()
+		}
+	}
 	release()
 	s.reply(req, status, code, msg, dur)
-	if s.cfg.AfterDeploy != nil {
-		s.cfg.AfterDeploy(req.Action, status)
+	if restart && s.cfg.OnRestart != nil {
+		s.cfg.OnRestart(why)
 	}
+}
+
+// close makes the server refuse further requests.
+func (s *Server) close() {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
 }
 
 func (s *Server) count(status protocol.Status, action protocol.Action, code protocol.ErrorCode) {
@@ -268,6 +294,7 @@ func (s *Server) reply(req protocol.DeployRequest, status protocol.Status, code 
 // running deploy to finish, then kills it (it is reported as failed) and
 // waits for its final status to be sent.
 func (s *Server) Shutdown(ctx context.Context) {
+	s.close()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -64,5 +65,38 @@ func TestSlotIsFreeWhenTheFinalStatusGoesOut(t *testing.T) {
 	want := "[r1:accepted: r1:started: r1:completed: r2:accepted: r2:started: r2:completed: r3:accepted: r3:started: r3:completed:]"
 	if got := fmt.Sprint(statuses); got != want {
 		t.Fatalf("statuses\n got %s\nwant %s", got, want)
+	}
+}
+
+// Handle racing Shutdown: once Shutdown has returned, no deploy starts
+// (nixos-rebuild never runs after the listener said it stopped), and the race
+// detector sees no unsynchronised WaitGroup use.
+func TestNoDeployStartsAfterShutdown(t *testing.T) {
+	t.Parallel()
+	late := 0
+	for i := range 500 {
+		var shutDown, ranLate atomic.Bool
+		srv, _ := NewServer(ServerConfig{Hostname: "h1", Tier: "test", FlakeURL: "git+file:///srv/cfg",
+			Exec: func(context.Context, []string) (string, error) {
+				if shutDown.Load() {
+					ranLate.Store(true)
+				}
+				return "", nil
+			},
+			Publish: func(string, []byte) error { return nil }})
+		b, _ := json.Marshal(protocol.DeployRequest{ID: fmt.Sprint("r", i), Action: "test", Revision: "main", ReplyTo: "deploy.responses.x"})
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); srv.Handle("deploy.test.h1", b) }()
+		go func() { defer wg.Done(); srv.Shutdown(context.Background()); shutDown.Store(true) }()
+		wg.Wait()
+		time.Sleep(time.Millisecond)
+		if ranLate.Load() {
+			late++
+		}
+		srv.wg.Wait()
+	}
+	if late > 0 {
+		t.Errorf("nixos-rebuild started after Shutdown returned in %d/500 runs", late)
 	}
 }
