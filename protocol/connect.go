@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -40,6 +41,9 @@ type Conn struct {
 	mu         sync.Mutex
 	watchers   map[*permWatch]struct{}
 	reconnects map[chan struct{}]struct{}
+	// reported is the permission error ConfirmSubscription already logged,
+	// so the asynchronous handler does not log it twice.
+	reported atomic.Value
 }
 
 type permWatch struct {
@@ -148,7 +152,9 @@ func Connect(ctx context.Context, o ConnectOptions) (*Conn, error) {
 				attrs = append(attrs, "subject", sub.Subject)
 			}
 			if errors.Is(err, nats.ErrPermissionViolation) {
-				logger.Error("NATS server denied an operation: this credential lacks the permission (check the server's authorization block)", attrs...)
+				if r, _ := c.reported.Load().(string); r != err.Error() {
+					logger.Error(permissionDenied, attrs...)
+				}
 				c.notifyPermission(err)
 				return
 			}
@@ -226,3 +232,25 @@ func (c *Conn) Logger() *slog.Logger { return c.logger }
 
 // NewID returns a random request id usable as a subject token.
 func NewID() string { return nats.NewInbox()[len(nats.InboxPrefix):] }
+
+// ConfirmSubscription makes sure the server accepted the subscription to
+// subject before the caller publishes a request whose answers arrive there:
+// it waits for a round trip, then reports the server's permission refusal,
+// if there was one. A request is then never sent by a credential that could
+// not hear its result. When the round trip fails (the connection is down),
+// it returns nil and the caller goes on as before.
+func (c *Conn) ConfirmSubscription(subject string) error {
+	if err := c.FlushTimeout(5 * time.Second); err != nil {
+		return nil
+	}
+	err := c.LastError()
+	if err != nil && errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), `Subscription to "`+subject+`"`) {
+		c.reported.Store(err.Error())
+		c.logger.Error(permissionDenied, "err", err, "subject", subject)
+		return err
+	}
+	return nil
+}
+
+// permissionDenied is how every refusal by the server is logged.
+const permissionDenied = "NATS server denied an operation: this credential lacks the permission (check the server's authorization block)"

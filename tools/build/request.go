@@ -119,6 +119,10 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, deps tools.Deps
 	defer stopSub()
 
 	data, _ := json.Marshal(protocol.BuildRequest{ID: id, Repo: req.Repo, Target: req.Target, Branch: req.Branch, ReplyTo: replyTo})
+	if err := conn.ConfirmSubscription(replyTo); err != nil {
+		res.Message = fmt.Sprintf("nothing was sent: the NATS server refused to let this credential subscribe to %s (%v); a build client needs subscribe permission on build.responses.>", replyTo, err)
+		return res, nil
+	}
 	start := time.Now()
 	if err := conn.PublishMsg(&nats.Msg{Subject: subject, Reply: replyTo, Data: data}); err != nil {
 		return res, fmt.Errorf("build: publish to %s: %w", subject, err)

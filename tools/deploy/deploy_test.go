@@ -334,3 +334,20 @@ func TestDiscoveryShowsLastDeploy(t *testing.T) {
 		t.Fatalf("last deploy = %+v", l)
 	}
 }
+
+// A credential that may publish deploys but not subscribe to their replies
+// sends nothing: it could never hear the result, so no host must deploy.
+func TestNothingIsSentWhenRepliesCannotBeHeard(t *testing.T) {
+	t.Parallel()
+	f := startFleet(t, defaultHosts[:1], "exit 0", time.Minute)
+	half := f.nats.Connect(t, "half")
+	res, err := deploy.Send(ctx, half, deploy.Request{Subject: "deploy.test.testhost1", Action: "switch", Revision: "main"}, deps(half), nil)
+	if err != nil || res.Success || !strings.HasPrefix(res.Message, "nothing was sent") || !strings.Contains(res.Message, "deploy.responses.") {
+		t.Fatalf("result %+v, err %v", res, err)
+	}
+	// Give a request that did go out time to arrive, then check none did.
+	time.Sleep(300 * time.Millisecond)
+	if calls := f.calls(); len(calls) != 0 {
+		t.Fatalf("nixos-rebuild ran although the deployer could not hear the result: %q", calls)
+	}
+}

@@ -41,6 +41,8 @@ func startFleet(t *testing.T, hosts []host, body string, timeout time.Duration) 
 		{Name: "deployer", Permissions: testenv.Ptr(protocol.TestDeployerPermissions())},
 		{Name: "admin", Permissions: testenv.Ptr(protocol.AdminDeployerPermissions())},
 		{Name: "spy"},
+		// half may send deploys but not hear their replies.
+		{Name: "half", Permissions: &protocol.Permissions{Publish: []string{"deploy.test.>"}, Subscribe: []string{"deploy.discover"}}},
 	}
 	for _, h := range hosts {
 		users = append(users, testenv.User{Name: h.name, Permissions: testenv.ListenerPerms(h.tier, h.name, h.role)})

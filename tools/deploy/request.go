@@ -154,6 +154,10 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, deps tools.Deps
 	defer lost.stop()
 
 	data, _ := json.Marshal(protocol.DeployRequest{ID: id, Action: req.Action, Revision: req.Revision, ReplyTo: replyTo})
+	if err := conn.ConfirmSubscription(replyTo); err != nil {
+		res.Message = fmt.Sprintf("nothing was sent: the NATS server refused to let this credential subscribe to %s (%v); a deployer needs subscribe permission on deploy.responses.>", replyTo, err)
+		return res, nil
+	}
 	start := time.Now()
 	if err := conn.PublishMsg(&nats.Msg{Subject: req.Subject, Reply: replyTo, Data: data}); err != nil {
 		return res, fmt.Errorf("deploy: publish to %s: %w", req.Subject, err)
@@ -184,7 +188,7 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, deps tools.Deps
 		case err := <-permErr:
 			return finish(fmt.Sprintf("the NATS server refused to let this credential publish to %s (%v); use a credential allowed for that tier", req.Subject, err)), nil
 		case err := <-subErr:
-			return finish(fmt.Sprintf("the NATS server refused to let this credential subscribe to %s (%v); a deployer needs subscribe permission on deploy.responses.>", replyTo, err)), nil
+			return finish(fmt.Sprintf("the NATS server refused to let this credential subscribe to %s (%v), after the request was sent: hosts may be deploying, but their statuses cannot reach this credential; a deployer needs subscribe permission on deploy.responses.>", replyTo, err)), nil
 		case <-ctx.Done():
 			if ctx.Err() == context.Canceled {
 				collect(&res, hosts)

@@ -125,6 +125,9 @@ func Discover(ctx context.Context, conn *protocol.Conn, tier, subject string, de
 	defer stopReplyWatch()
 
 	data, _ := json.Marshal(protocol.DiscoverRequest{ID: id, ReplyTo: replyTo, Tier: tier})
+	if err := conn.ConfirmSubscription(replyTo); err != nil {
+		return Result{}, fmt.Errorf("the NATS server refused to let this credential subscribe to %s (%v); discovery needs subscribe permission on deploy.responses.>", replyTo, err)
+	}
 	if err := conn.PublishMsg(&nats.Msg{Subject: subject, Reply: replyTo, Data: data}); err != nil {
 		return Result{}, fmt.Errorf("list_hosts: publish to %s: %w", subject, err)
 	}
