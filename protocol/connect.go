@@ -44,6 +44,9 @@ type Conn struct {
 	// reported is the permission error ConfirmSubscription already logged,
 	// so the asynchronous handler does not log it twice.
 	reported atomic.Value
+	// confirmed holds reply-subject prefixes whose subscription the server
+	// accepted on this connection.
+	confirmed sync.Map
 }
 
 type permWatch struct {
@@ -239,7 +242,21 @@ func NewID() string { return nats.NewInbox()[len(nats.InboxPrefix):] }
 // if there was one. A request is then never sent by a credential that could
 // not hear its result. When the round trip fails (the connection is down),
 // it returns nil and the caller goes on as before.
+//
+// Once a subscription under the same prefix (the subject less its last
+// token, e.g. deploy.responses.) was confirmed on this connection, later ones
+// are not checked again: permissions do not change with the last token, and
+// a long-lived connection (the MCP server) then pays the round trip once.
+// Should the server's permissions change later, the asynchronous refusal
+// still ends the request (WatchPermission).
 func (c *Conn) ConfirmSubscription(subject string) error {
+	prefix := subject
+	if i := strings.LastIndexByte(subject, '.'); i >= 0 {
+		prefix = subject[:i+1]
+	}
+	if _, ok := c.confirmed.Load(prefix); ok {
+		return nil
+	}
 	if err := c.FlushTimeout(5 * time.Second); err != nil {
 		return nil
 	}
@@ -249,6 +266,7 @@ func (c *Conn) ConfirmSubscription(subject string) error {
 		c.logger.Error(permissionDenied, "err", err, "subject", subject)
 		return err
 	}
+	c.confirmed.Store(prefix, true)
 	return nil
 }
 
