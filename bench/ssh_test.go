@@ -67,7 +67,7 @@ PidFile none
 		b.Fatal(err)
 	}
 	srv := exec.Command(sshd, "-D", "-e", "-f", confPath)
-	var log syncBuf
+	var log testenv.Buffer
 	srv.Stdout, srv.Stderr = &log, &log
 	if err := srv.Start(); err != nil {
 		b.Fatal(err)

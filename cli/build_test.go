@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -9,7 +8,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,29 +18,8 @@ import (
 	"github.com/homelab-deploy/homelab-deploy/tools/build/buildtest"
 )
 
-// lockedBuffer collects output written from several goroutines (progress
-// lines and the connection's log lines both go to stderr).
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *lockedBuffer) Bytes() []byte { return []byte(l.String()) }
-
-func buildEnv(vars map[string]string) (Env, *lockedBuffer, *lockedBuffer) {
-	var stdout, stderr lockedBuffer
+func buildEnv(vars map[string]string) (Env, *testenv.Buffer, *testenv.Buffer) {
+	var stdout, stderr testenv.Buffer
 	return Env{
 		Stdout: &stdout, Stderr: &stderr, Version: "test",
 		Getenv: func(k string) string { return vars[k] },

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/homelab-deploy/homelab-deploy/cli"
+	"github.com/homelab-deploy/homelab-deploy/internal/testenv"
 )
 
 // nixExpected reports whether the demo must run its build step: when nix is
@@ -100,7 +101,7 @@ func TestDemoServePrintsWorkingCommands(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out, errOut syncBuffer
+	var out, errOut testenv.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- cli.Run(ctx, []string{"demo", "--serve", "--port", "0", "--no-build", "--step-delay", "10ms", "--accept-window", "200ms"},
@@ -126,7 +127,7 @@ func TestDemoServePrintsWorkingCommands(t *testing.T) {
 	}
 	env := map[string]string{"HOMELAB_DEPLOY_NATS_URL": m[1], "HOMELAB_DEPLOY_NKEY_FILE": m[2]}
 	getenv := func(k string) string { return env[k] }
-	var lo, le syncBuffer
+	var lo, le testenv.Buffer
 	if code := cli.Run(ctx, []string{"list-hosts"}, cli.Env{Stdout: &lo, Stderr: &le, Getenv: getenv}); code != 0 {
 		t.Fatalf("list-hosts with the printed environment: exit %d: %s", code, le.String())
 	}
@@ -135,7 +136,7 @@ func TestDemoServePrintsWorkingCommands(t *testing.T) {
 			t.Errorf("list-hosts against the demo lacks %s:\n%s", h, lo.String())
 		}
 	}
-	lo = syncBuffer{}
+	lo.Reset()
 	if code := cli.Run(ctx, []string{"deploy", "deploy.test.testhost1"}, cli.Env{Stdout: &lo, Stderr: &le, Getenv: getenv}); code != 0 || !strings.Contains(lo.String(), "testhost1            completed") {
 		t.Errorf("deploy with the printed environment: exit %d\n%s\n%s", code, lo.String(), le.String())
 	}

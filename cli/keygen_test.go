@@ -6,19 +6,19 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/nats-io/nkeys"
 
 	"github.com/homelab-deploy/homelab-deploy/cli"
+	"github.com/homelab-deploy/homelab-deploy/internal/testenv"
 )
 
 // invoke runs the CLI with args and returns exit code, stdout and stderr.
 func invoke(t *testing.T, stdin string, args ...string) (int, string, string) {
 	t.Helper()
 	// Logs arrive from NATS callback goroutines while the command prints.
-	var out, errb syncBuffer
+	var out, errb testenv.Buffer
 	code := cli.Run(context.Background(), args, cli.Env{Stdin: strings.NewReader(stdin), Stdout: &out, Stderr: &errb, Version: "test"})
 	return code, out.String(), errb.String()
 }
@@ -113,22 +113,4 @@ func TestKeygenToStdout(t *testing.T) {
 	if got := seedPublic(t, []byte(out)); got != strings.TrimSpace(errOut) {
 		t.Errorf("--out -: public key on stderr %q, the seed's is %q", errOut, got)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a writer and a concurrent reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

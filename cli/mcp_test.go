@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -11,7 +10,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,24 +18,6 @@ import (
 	"github.com/homelab-deploy/homelab-deploy/internal/testenv"
 	"github.com/homelab-deploy/homelab-deploy/protocol"
 )
-
-// mcpStderr is a buffer safe for the command's logger and the test.
-type mcpStderr struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *mcpStderr) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *mcpStderr) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 func mcpNATS(t *testing.T) *testenv.NATS {
 	return testenv.StartNATS(t,
@@ -105,11 +85,11 @@ func TestMCPHTTPAddr(t *testing.T) {
 
 // runMCP runs `homelab-deploy mcp` in-process with the given flags and env,
 // its stdio connected to pipes, until the test ends.
-func runMCP(t *testing.T, vars map[string]string, args ...string) (stdin io.WriteCloser, stdout io.ReadCloser, stderr *mcpStderr) {
+func runMCP(t *testing.T, vars map[string]string, args ...string) (stdin io.WriteCloser, stdout io.ReadCloser, stderr *testenv.Buffer) {
 	t.Helper()
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
-	stderr = &mcpStderr{}
+	stderr = &testenv.Buffer{}
 	env := Env{Stdin: inR, Stdout: outW, Stderr: stderr, Version: "test", Getenv: func(k string) string { return vars[k] }}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -110,28 +109,10 @@ func waitPort(t testing.TB, port int, log *bytes.Buffer) {
 	t.Fatalf("port %d did not open; output:\n%s", port, log)
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer goroutine and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // Proc is a running homelab-deploy daemon.
 type Proc struct {
 	cmd    *exec.Cmd
-	Output *syncBuffer
+	Output *testenv.Buffer
 	done   chan struct{}
 	err    error
 }
@@ -147,7 +128,7 @@ func baseEnv(extraPath ...string) []string {
 // with SIGTERM when the test ends.
 func startDaemon(t testing.TB, env []string, args ...string) *Proc {
 	t.Helper()
-	p := &Proc{Output: &syncBuffer{}, done: make(chan struct{})}
+	p := &Proc{Output: &testenv.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(binary, args...)
 	p.cmd.Env = env
 	p.cmd.Stdout, p.cmd.Stderr = p.Output, p.Output

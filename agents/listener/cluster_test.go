@@ -1,14 +1,12 @@
 package listener_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,24 +19,6 @@ import (
 	"github.com/homelab-deploy/homelab-deploy/tools"
 	"github.com/homelab-deploy/homelab-deploy/tools/deploy"
 )
-
-// lockedBuffer is a log destination safe for concurrent writers.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 func freePort(t *testing.T) int {
 	t.Helper()
@@ -113,7 +93,7 @@ func TestListenerFailsOverInAThreeNodeCluster(t *testing.T) {
 	portB, portC := freePort(t), freePort(t)
 	urls := fmt.Sprintf("%s,nats://127.0.0.1:%d,nats://127.0.0.1:%d", a.ClientURL(), portB, portC)
 
-	var logs lockedBuffer
+	var logs testenv.Buffer
 	var runs atomic.Int64
 	var readies atomic.Int64
 	ready := make(chan struct{})
