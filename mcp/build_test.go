@@ -1,14 +1,12 @@
 package mcpserver_test
 
 import (
-	"context"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
-	"github.com/nats-io/nats.go"
 
 	"github.com/homelab-deploy/homelab-deploy/internal/testenv"
 	mcpserver "github.com/homelab-deploy/homelab-deploy/mcp"
@@ -33,27 +31,7 @@ func TestBuildOverMCP(t *testing.T) {
 		testenv.User{Name: "client", Permissions: testenv.Ptr(protocol.BuildClientPermissions(cfg.Names()))},
 		testenv.User{Name: "mcp", Permissions: testenv.Ptr(protocol.TestDeployerPermissions())},
 	)
-	bconn := n.Connect(t, "builder")
-	srv, err := build.NewServer(build.ServerConfig{
-		Config: cfg, Timeout: 5 * time.Minute, Nix: fix.Nix, Env: fix.Env,
-		Publish: func(s string, d []byte) error { return bconn.Publish(s, d) },
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range cfg.Names() {
-		if _, err := bconn.Subscribe(protocol.BuildRepoWildcard(name), func(m *nats.Msg) { srv.Handle(m.Subject, m.Data) }); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := bconn.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	})
+	buildtest.Serve(t, n.Connect(t, "builder"), build.ServerConfig{Config: cfg, Timeout: 5 * time.Minute, Nix: fix.Nix, Env: fix.Env})
 
 	deps := tools.Deps{Conn: n.Connect(t, "mcp"), BuildConn: n.Connect(t, "client")}
 	var plog progressLog

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/homelab-deploy/homelab-deploy/internal/testenv"
@@ -43,28 +42,10 @@ func startRig(t *testing.T, hostTimeout time.Duration, maxParallel int) *rig {
 		testenv.User{Name: "builder", Permissions: testenv.Ptr(protocol.BuilderPermissions(cfg.Names()))},
 		testenv.User{Name: "client", Permissions: testenv.Ptr(protocol.BuildClientPermissions([]string{repo, "other", "nope"}))},
 	)
-	bconn := n.Connect(t, "builder")
 	reg := prometheus.NewRegistry()
-	srv, err := build.NewServer(build.ServerConfig{
+	srv := buildtest.Serve(t, n.Connect(t, "builder"), build.ServerConfig{
 		Config: cfg, Timeout: hostTimeout, MaxParallel: maxParallel, Nix: fix.Nix, Env: fix.Env,
-		Publish: func(s string, d []byte) error { return bconn.Publish(s, d) },
 		Metrics: build.NewMetrics(reg, cfg.Names()),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range cfg.Names() {
-		if _, err := bconn.Subscribe(protocol.BuildRepoWildcard(name), func(m *nats.Msg) { srv.Handle(m.Subject, m.Data) }); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := bconn.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
 	})
 	return &rig{fix: fix, nats: n, client: n.Connect(t, "client"), srv: srv, reg: reg}
 }
