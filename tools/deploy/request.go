@@ -194,13 +194,16 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, deps tools.Deps
 				collect(&res, hosts)
 				return finish("cancelled while waiting for hosts"), ctx.Err()
 			}
+			// The ceiling is DeployTimeout or the caller's own deadline,
+			// whichever came first: say how long was actually waited.
+			waited := time.Since(start).Round(time.Second)
 			var lost []string
 			for name, h := range hosts {
 				if !h.terminal {
 					lost = append(lost, name)
 					h.terminal = true
 					done++
-					h.resp.Message = fmt.Sprintf("no final status within %s (last status: %s); the deploy may still be running on the host", deps.DeployTimeout, h.resp.Status)
+					h.resp.Message = fmt.Sprintf("no final status within %s (last status: %s); the deploy may still be running on the host", waited, h.resp.Status)
 					h.resp.Status = protocol.StatusFailed
 					h.resp.Error = protocol.ErrTimeout
 					h.lastAt = time.Since(start)
@@ -208,10 +211,10 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, deps tools.Deps
 			}
 			collect(&res, hosts)
 			if len(hosts) == 0 {
-				return finish(fmt.Sprintf("no host answered on %s within %s", req.Subject, deps.DeployTimeout)), nil
+				return finish(fmt.Sprintf("no host answered on %s within %s", req.Subject, waited)), nil
 			}
 			sort.Strings(lost)
-			return finish(fmt.Sprintf("timed out after %s waiting for %s", deps.DeployTimeout, strings.Join(lost, ", "))), nil
+			return finish(fmt.Sprintf("timed out after %s waiting for %s", waited, strings.Join(lost, ", "))), nil
 		case <-reconnected:
 			lost.start()
 		case <-lost.tick():
@@ -289,12 +292,9 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, deps tools.Deps
 				collect(&res, hosts)
 				return finish(verdict(&res)), nil
 			}
-			// A group: wait until the accept window has passed since the
-			// request and since the last new host.
+			// A group: wait until no new host has answered for the accept
+			// window (which also covers the window since the request).
 			wait := deps.AcceptWindow - (elapsed - lastNew)
-			if w2 := deps.AcceptWindow - elapsed; w2 > wait {
-				wait = w2
-			}
 			if wait <= 0 {
 				collect(&res, hosts)
 				return finish(verdict(&res)), nil

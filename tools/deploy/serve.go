@@ -68,8 +68,6 @@ type Server struct {
 	wg     sync.WaitGroup
 	ctx    context.Context
 	cancel context.CancelFunc
-	// killedForShutdown is set when Shutdown cut a deploy short.
-	killedForShutdown atomic.Bool
 	// mu orders taking a deploy (wg.Add) against closing: once closing is
 	// set, no deploy starts and wg.Wait sees every one that did.
 	mu      sync.Mutex
@@ -303,7 +301,6 @@ func (s *Server) Shutdown(ctx context.Context) {
 		return
 	case <-ctx.Done():
 	}
-	s.killedForShutdown.Store(true)
 	s.cancel()
 	<-done
 }
