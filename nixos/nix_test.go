@@ -11,6 +11,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/homelab-deploy/homelab-deploy/internal/testenv"
 )
 
 // nixConfig lets Debian's Nix 2.8 evaluate here, as any user and offline.
@@ -19,27 +21,12 @@ const nixConfig = "experimental-features = nix-command flakes\n" +
 	"build-users-group =\n" +
 	"substituters ="
 
-// debianPackage names the package that ships a tool, for skip messages.
-var debianPackage = map[string]string{
-	"nix-instantiate": "nix-bin",
-	"nix":             "nix-bin",
-	"go":              "golang-go (or the Go toolchain)",
-}
-
 // needTool returns the path of an outside tool, skipping the test when it is
-// missing, or failing it when CI=true (CI installs it; a missing tool there
-// is a broken setup, not a reason to pass).
+// missing, or failing it under CI (CI installs it; a missing tool there is a
+// broken setup, not a reason to pass).
 func needTool(t *testing.T, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s is not on PATH; CI must install it (Debian package %s)", name, debianPackage[name])
-	}
-	t.Skipf("%s is not on PATH: skipping. Install Debian's %s to run this test.", name, debianPackage[name])
-	return ""
+	return testenv.RequireBinary(t, name)
 }
 
 // repoRoot is the repository root (tests run in nixos/).

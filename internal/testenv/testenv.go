@@ -182,16 +182,31 @@ func Eventually(t testing.TB, d time.Duration, cond func() bool, format string, 
 	t.Fatalf(format, args...)
 }
 
+// debianPackage names the Debian package that ships a program, for the
+// messages of RequireBinary.
+var debianPackage = map[string]string{
+	"nats-server":     "nats-server",
+	"nix":             "nix-bin",
+	"nix-instantiate": "nix-bin",
+	"promtool":        "prometheus",
+	"git":             "git",
+	"sshd":            "openssh-server",
+}
+
 // RequireBinary skips the test when name is not on PATH, except under CI,
 // where a missing binary fails the test.
 func RequireBinary(t testing.TB, name string) string {
 	t.Helper()
 	p, err := lookPath(name)
 	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s is not installed: CI must install it (.ci/run)", name)
+		pkg := debianPackage[name]
+		if pkg == "" {
+			pkg = name
 		}
-		t.Skipf("%s is not installed; skipping (CI installs it)", name)
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s is not installed: CI must install it (Debian package %s, see .ci/run)", name, pkg)
+		}
+		t.Skipf("%s is not installed; skipping (install Debian's %s; CI installs it)", name, pkg)
 	}
 	return p
 }
