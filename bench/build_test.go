@@ -69,7 +69,7 @@ func benchBuild(b *testing.B, p int) {
 		repo.commitNonce(b)
 		start := time.Now()
 		var started time.Duration
-		res, err := build.Send(context.Background(), client, build.Request{Repo: "bench", Target: protocol.BuildTargetAll}, tools.Deps{BuildTimeout: 10 * time.Minute},
+		res, err := build.Send(context.Background(), client, build.Request{Repo: "bench", Target: protocol.BuildTargetAll}, build.Options{Timeout: 10 * time.Minute},
 			func(e tools.Event) {
 				if e.Status == protocol.StatusStarted {
 					started = time.Since(start)

@@ -65,7 +65,8 @@ type fleet struct {
 	n        int
 	nats     *testenv.NATS
 	deployer *protocol.Conn
-	deps     tools.Deps
+	deploy   deploy.Options
+	discover listhosts.Options
 	size     sizes
 	payload  struct{ request, discoverRequest []byte }
 	// replay holds host 0's accepted, started and completed statuses as
@@ -96,7 +97,8 @@ func startFleet(b *testing.B, n int) *fleet {
 	b.Helper()
 	f := &fleet{n: n, nats: testenv.StartNATS(b, testenv.User{Name: "all"})}
 	f.deployer = f.nats.Connect(b, "all")
-	f.deps = tools.Deps{AcceptWindow: acceptWindow, DiscoverQuiet: discoverQuiet, DeployTimeout: 60 * time.Second, DiscoverMax: 60 * time.Second}
+	f.discover = listhosts.Options{Quiet: discoverQuiet, Max: 60 * time.Second}
+	f.deploy = deploy.Options{AcceptWindow: acceptWindow, Timeout: 60 * time.Second, Discover: f.discover}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var ready, done sync.WaitGroup
@@ -178,12 +180,12 @@ func (f *fleet) calibrate(b *testing.B) {
 	if err := sniffer.Flush(); err != nil {
 		b.Fatal(err)
 	}
-	res, err := deploy.Send(context.Background(), f.deployer, deploy.Request{Subject: target, Action: protocol.ActionSwitch, Revision: "main"}, f.deps, nil)
+	res, err := deploy.Send(context.Background(), f.deployer, deploy.Request{Subject: target, Action: protocol.ActionSwitch, Revision: "main"}, f.deploy, nil)
 	if err != nil || !res.Success {
 		b.Fatalf("calibration deploy: %v %s", err, res.Summary())
 	}
 	f.replayID = res.ID
-	found, err := listhosts.Discover(context.Background(), f.deployer, "", protocol.DefaultDiscoverSubject, f.deps)
+	found, err := listhosts.Discover(context.Background(), f.deployer, "", protocol.DefaultDiscoverSubject, f.discover)
 	if err != nil || len(found.Hosts) != f.n {
 		b.Fatalf("calibration discovery found %d of %d hosts: %v", len(found.Hosts), f.n, err)
 	}
@@ -323,7 +325,7 @@ func (f *fleet) ourDeploy(b *testing.B, subject string, n int) (accepted, comple
 	start := time.Now()
 	acc := 0
 	var last, gap time.Duration // the longest pause between two hosts' first answers
-	res, err := deploy.Send(context.Background(), f.deployer, deploy.Request{Subject: subject, Action: protocol.ActionSwitch, Revision: "main"}, f.deps, func(e tools.Event) {
+	res, err := deploy.Send(context.Background(), f.deployer, deploy.Request{Subject: subject, Action: protocol.ActionSwitch, Revision: "main"}, f.deploy, func(e tools.Event) {
 		if e.Status == protocol.StatusAccepted {
 			gap, last = max(gap, e.Elapsed-last), e.Elapsed
 			if acc++; acc == n {
@@ -338,7 +340,7 @@ func (f *fleet) ourDeploy(b *testing.B, subject string, n int) (accepted, comple
 	if err == nil && res.Success && len(res.Hosts) < n {
 		f.early = append(f.early, fmt.Sprintf("%d/%d", len(res.Hosts), n))
 		if len(f.early) > 3 {
-			b.Fatalf("the accept window (%s) closed early in %d rounds, after hearing from %v hosts", f.deps.AcceptWindow, len(f.early), f.early)
+			b.Fatalf("the accept window (%s) closed early in %d rounds, after hearing from %v hosts", f.deploy.AcceptWindow, len(f.early), f.early)
 		}
 		time.Sleep(time.Second) // let the hosts it did not wait for finish
 		return 0, 0, 0, false
@@ -363,6 +365,6 @@ func settle() { time.Sleep(10 * time.Millisecond) }
 
 // discover runs list_hosts over the fleet.
 func discover(f *fleet) ([]listhosts.Host, error) {
-	res, err := listhosts.Discover(context.Background(), f.deployer, "", protocol.DefaultDiscoverSubject, f.deps)
+	res, err := listhosts.Discover(context.Background(), f.deployer, "", protocol.DefaultDiscoverSubject, f.discover)
 	return res.Hosts, err
 }

@@ -30,7 +30,7 @@ func newBuild(r *Root) *buildCmd {
 	c.conn.register(c.Flags)
 	c.Flags.StringVar(&c.Branch, 0, "branch", "", "git branch, tag or 40-hex commit to build (default: the repository's default_branch) (env HOMELAB_DEPLOY_BRANCH)")
 	c.Flags.BoolVar(&c.All, 0, "all", "build every host of the repository")
-	c.Flags.IntVar(&c.Timeout, 0, "timeout", int(tools.DefaultBuildTimeout/time.Second), "seconds to wait for the builder's final status (env HOMELAB_DEPLOY_BUILD_TIMEOUT)")
+	c.Flags.IntVar(&c.Timeout, 0, "timeout", int(build.DefaultTimeout/time.Second), "seconds to wait for the builder's final status (env HOMELAB_DEPLOY_BUILD_TIMEOUT)")
 	c.Flags.BoolVar(&c.JSON, 0, "json", "print the result as JSON on stdout")
 	c.Command = &ff.Command{
 		Name:      "build",
@@ -54,38 +54,31 @@ func (c *buildCmd) exec(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	r.jsonOut = c.JSON
 	if err = applyEnv(c.Flags, r.Getenv, merge(c.conn.env(), map[string]string{
 		"branch":  "HOMELAB_DEPLOY_BRANCH",
 		"timeout": "HOMELAB_DEPLOY_BUILD_TIMEOUT",
 	})); err != nil {
 		return err
 	}
-	var req build.Request
-	switch {
-	case len(args) == 1 && c.All:
-		req = build.Request{Repo: args[0], Target: protocol.BuildTargetAll}
-	case len(args) == 1:
-		return usagef("name a HOST to build, or give --all to build every host of %s", args[0])
-	case len(args) == 2 && c.All:
-		return usagef("give either a HOST or --all, not both")
-	case len(args) == 2:
-		if args[1] == protocol.BuildTargetAll {
-			return usagef("to build every host, use --all")
-		}
-		if args[1] == "" {
-			// `build fleet "$HOST"` with HOST unset must not build every host.
-			return usagef("HOST is empty: name a host, or give --all to build every host of %s", args[0])
-		}
-		req = build.Request{Repo: args[0], Target: args[1]}
-	default:
-		return usagef("build takes a REPO and an optional HOST, got %d arguments", len(args))
-	}
-	req.Branch = c.Branch
-	if err := req.Check(); err != nil {
-		return usageError{err}
+	if len(args) < 1 || len(args) > 2 {
+		return usagef("build takes a REPO and a HOST (or --all), got %d arguments", len(args))
 	}
 	if c.Timeout <= 0 {
 		return usagef("--timeout must be a positive number of seconds")
+	}
+	// The tool decides what a missing or empty HOST means, the same way for
+	// every adapter: `build fleet "$HOST"` with HOST unset builds nothing.
+	in := build.Input{Repo: args[0], All: c.All, Branch: c.Branch, TimeoutSeconds: c.Timeout}
+	if len(args) == 2 {
+		in.Target = args[1]
+		if in.Target == "" {
+			return usagef("HOST is empty: name a host, or give --all to build every host of %s", args[0])
+		}
+	}
+	raw, err := r.checkTool("build", in)
+	if err != nil {
+		return err
 	}
 	if err := c.conn.check(); err != nil {
 		return err
@@ -95,8 +88,8 @@ func (c *buildCmd) exec(ctx context.Context, args []string) error {
 		return err
 	}
 	defer conn.Close()
-	deps := tools.Deps{BuildConn: conn, Logger: r.Logger(), BuildTimeout: time.Duration(c.Timeout) * time.Second}
-	res, err := build.Send(ctx, conn, req, deps, r.buildProgress())
+	out, err := r.callTool(ctx, "build", conn, raw, r.buildProgress())
+	res, _ := out.(build.Result)
 	return r.report(res, res.ID != "", err, c.JSON, func() { r.printBuildResult(res) })
 }
 

@@ -125,7 +125,6 @@ func (c *demoCmd) exec(ctx context.Context, args []string) error {
 	}
 	fmt.Fprintf(w, "  keys          %s (seeds mode 0600, removed on exit)\n", d.KeysDir())
 
-	deps := tools.Deps{Logger: r.Logger(), AcceptWindow: c.AcceptWindow, DeployTimeout: 10*c.StepDelay + 2*time.Minute}
 	steps := 4
 	if d.Builder {
 		steps = 5
@@ -156,17 +155,18 @@ func (c *demoCmd) exec(ctx context.Context, args []string) error {
 
 	// 1. Discovery.
 	heading("list-hosts: which listeners are online? (test deployer credential)", "homelab-deploy list-hosts   # as test-deployer")
-	hosts, err := listhosts.Discover(ctx, testConn, "", protocol.DefaultDiscoverSubject, deps)
+	out, err := r.callTool(ctx, "list_hosts", testConn, tools.Marshal(listhosts.Input{}), nil)
 	if err != nil {
 		return err
 	}
+	hosts := out.(listhosts.Result)
 	r.printHosts(hosts)
 	verdict(len(hosts.Hosts) == len(d.Hosts), fmt.Sprintf("all %d listeners answered", len(d.Hosts)),
 		fmt.Sprintf("%d of %d listeners answered", len(hosts.Hosts), len(d.Hosts)))
 
 	// 2. A test-tier deploy.
 	heading("deploy to every test-tier host (test deployer credential)", "homelab-deploy deploy deploy.test.all   # as test-deployer")
-	res, err := c.deploy(ctx, testConn, protocol.DeployAllSubject("test"), deps)
+	res, err := c.deploy(ctx, testConn, protocol.DeployAllSubject("test"))
 	if err != nil {
 		return err
 	}
@@ -175,7 +175,7 @@ func (c *demoCmd) exec(ctx context.Context, args []string) error {
 
 	// 3. An admin deploy to a prod role.
 	heading("deploy to the prod hosts with role dns (admin deployer credential)", "homelab-deploy deploy deploy.prod.role.dns   # as admin-deployer")
-	res, err = c.deploy(ctx, adminConn, protocol.DeployRoleSubject("prod", "dns"), deps)
+	res, err = c.deploy(ctx, adminConn, protocol.DeployRoleSubject("prod", "dns"))
 	if err != nil {
 		return err
 	}
@@ -186,7 +186,7 @@ func (c *demoCmd) exec(ctx context.Context, args []string) error {
 	target := protocol.DeploySubject("prod", "web1")
 	heading("try to reach prod with the test deployer credential (must be refused)", "homelab-deploy deploy "+target+"   # as test-deployer")
 	denied, stop := testConn.WatchPermission(target)
-	res, err = c.deploy(ctx, testConn, target, deps)
+	res, err = c.deploy(ctx, testConn, target)
 	stop()
 	if err != nil {
 		return err
@@ -202,7 +202,7 @@ func (c *demoCmd) exec(ctx context.Context, args []string) error {
 
 	// 5. A build with real Nix.
 	if d.Builder {
-		if err := c.buildStep(ctx, d, deps, heading, verdict); err != nil {
+		if err := c.buildStep(ctx, d, heading, verdict); err != nil {
 			return err
 		}
 	}
@@ -227,9 +227,16 @@ func (c *demoCmd) exec(ctx context.Context, args []string) error {
 
 // deploy runs one deploy exactly as `homelab-deploy deploy` does: progress on
 // stderr, the result on stdout.
-func (c *demoCmd) deploy(ctx context.Context, conn *protocol.Conn, subject string, deps tools.Deps) (deploy.Result, error) {
+func (c *demoCmd) deploy(ctx context.Context, conn *protocol.Conn, subject string) (deploy.Result, error) {
 	r := c.root
-	res, err := deploy.Send(ctx, conn, deploy.Request{Subject: subject, Action: protocol.ActionSwitch, Revision: deploy.DefaultBranch}, deps, r.deployProgress())
+	in, err := deployInput(subject)
+	if err != nil {
+		return deploy.Result{}, err
+	}
+	in.TimeoutSeconds = int((10*c.StepDelay + 2*time.Minute) / time.Second)
+	in.AcceptWindowSeconds = c.AcceptWindow.Seconds()
+	out, err := r.callTool(ctx, "deploy_admin", conn, tools.Marshal(in), r.deployProgress())
+	res, _ := out.(deploy.Result)
 	if err != nil {
 		return res, fmt.Errorf("demo: deploy to %s: %w", subject, err)
 	}
@@ -299,15 +306,15 @@ func (m minLevel) WithAttrs(a []slog.Attr) slog.Handler {
 func (m minLevel) WithGroup(g string) slog.Handler { return minLevel{h: m.h.WithGroup(g), min: m.min} }
 
 // buildStep runs `build demo --all` with the build client credential.
-func (c *demoCmd) buildStep(ctx context.Context, d *demo.Demo, deps tools.Deps, heading func(string, string), verdict func(bool, string, string)) error {
+func (c *demoCmd) buildStep(ctx context.Context, d *demo.Demo, heading func(string, string), verdict func(bool, string, string)) error {
 	r := c.root
 	heading("build every host of the example flake with real Nix (build client credential)", "homelab-deploy build "+demo.Repo+" --all   # as build-client")
 	conn, err := d.Connect(ctx, natsauth.CredBuildClient, r.Logger())
 	if err != nil {
 		return err
 	}
-	deps.BuildConn = conn
-	res, err := build.Send(ctx, conn, build.Request{Repo: demo.Repo, Target: protocol.BuildTargetAll}, deps, r.buildProgress())
+	out, err := r.callTool(ctx, "build", conn, tools.Marshal(build.Input{Repo: demo.Repo, All: true}), r.buildProgress())
+	res, _ := out.(build.Result)
 	if err != nil {
 		return fmt.Errorf("demo: build: %w", err)
 	}

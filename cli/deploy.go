@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -34,7 +35,7 @@ func newDeploy(r *Root) *deployCmd {
 	c.Flags.StringVar(&c.Branch, 0, "branch", deploy.DefaultBranch, "git branch, tag or 40-hex commit to deploy (env HOMELAB_DEPLOY_BRANCH)")
 	c.Flags.StringVar(&c.Action, 0, "action", "switch", "nixos-rebuild action: switch, boot, test or dry-activate (env HOMELAB_DEPLOY_ACTION)")
 	c.Flags.IntVar(&c.Timeout, 0, "timeout", 900, "seconds to wait for every host's final status (env HOMELAB_DEPLOY_TIMEOUT)")
-	c.Flags.DurationVar(&c.AcceptWindow, 0, "accept-window", tools.DefaultAcceptWindow, "for group subjects, how long to wait for further hosts after the last new one (env HOMELAB_DEPLOY_ACCEPT_WINDOW)")
+	c.Flags.DurationVar(&c.AcceptWindow, 0, "accept-window", deploy.DefaultAcceptWindow, "for group subjects, how long to wait for further hosts after the last new one (env HOMELAB_DEPLOY_ACCEPT_WINDOW)")
 	c.Flags.BoolVar(&c.JSON, 0, "json", "print the result as JSON on stdout")
 	c.Command = &ff.Command{
 		Name:      "deploy",
@@ -76,6 +77,7 @@ func (c *deployCmd) exec(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	r.jsonOut = c.JSON
 	if err := applyEnv(c.Flags, r.Getenv, merge(c.conn.env(), map[string]string{
 		"branch":        "HOMELAB_DEPLOY_BRANCH",
 		"action":        "HOMELAB_DEPLOY_ACTION",
@@ -91,17 +93,19 @@ func (c *deployCmd) exec(ctx context.Context, args []string) error {
 	if err != nil {
 		return usageError{err}
 	}
-	if _, err := protocol.ParseDeploySubject(subject); err != nil {
+	in, err := deployInput(subject)
+	if err != nil {
 		return usageError{err}
-	}
-	if err := protocol.ValidateAction(c.Action); err != nil {
-		return usagef("--action: %v", err)
-	}
-	if err := protocol.ValidateRevision(c.Branch); err != nil {
-		return usagef("--branch: %v", err)
 	}
 	if c.Timeout <= 0 {
 		return usagef("--timeout must be a positive number of seconds")
+	}
+	in.Branch, in.Action = c.Branch, c.Action
+	in.TimeoutSeconds = c.Timeout
+	in.AcceptWindowSeconds = c.AcceptWindow.Seconds()
+	raw, err := r.checkTool("deploy_admin", in)
+	if err != nil {
+		return err
 	}
 	if err := c.conn.check(); err != nil {
 		return err
@@ -111,12 +115,31 @@ func (c *deployCmd) exec(ctx context.Context, args []string) error {
 		return err
 	}
 	defer conn.Close()
-	deps := tools.Deps{
-		Conn: conn, Logger: r.Logger(),
-		DeployTimeout: time.Duration(c.Timeout) * time.Second, AcceptWindow: c.AcceptWindow,
-	}
-	res, err := deploy.Send(ctx, conn, deploy.Request{Subject: subject, Action: protocol.Action(c.Action), Revision: c.Branch}, deps, r.deployProgress())
+	out, err := r.callTool(ctx, "deploy_admin", conn, raw, r.deployProgress())
+	res, _ := out.(deploy.Result)
 	return r.report(res, res.ID != "", err, c.JSON, func() { r.printDeployResult(res) })
+}
+
+// deployInput turns a deploy subject into the input of the deploy_admin
+// tool: the CLI's user picks the tier, and the credential decides whether
+// the NATS server lets the request through.
+func deployInput(subject string) (deploy.AdminInput, error) {
+	t, err := protocol.ParseDeploySubject(subject)
+	if err != nil {
+		return deploy.AdminInput{}, err
+	}
+	in := deploy.AdminInput{Tier: t.Tier}
+	switch t.Kind {
+	case protocol.TargetHost:
+		in.Hostname = t.Name
+	case protocol.TargetAll:
+		in.All = true
+	case protocol.TargetRole:
+		in.Role = t.Name
+	default:
+		in = deploy.AdminInput{Subject: subject}
+	}
+	return in, nil
 }
 
 // deployProgress prints one line per host status on stderr.
@@ -169,8 +192,12 @@ func (r *Root) report(res tools.Result, sent bool, err error, asJSON bool, human
 	}
 	if asJSON {
 		writeJSON(r.Stdout, res)
+		r.wrote = true
 	} else {
 		human()
+	}
+	if errors.Is(err, context.Canceled) {
+		return exitError{ExitInterrupted}
 	}
 	if err != nil {
 		fmt.Fprintf(r.Stderr, "error: %v\n", err)
@@ -185,5 +212,7 @@ func (r *Root) report(res tools.Result, sent bool, err error, asJSON bool, human
 func writeJSON(w io.Writer, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	// Subjects hold '>' and messages '&': JSON for people and jq, not HTML.
+	enc.SetEscapeHTML(false)
 	_ = enc.Encode(v)
 }

@@ -8,7 +8,6 @@ import (
 	"github.com/peterbourgon/ff/v4"
 
 	"github.com/homelab-deploy/homelab-deploy/protocol"
-	"github.com/homelab-deploy/homelab-deploy/tools"
 	"github.com/homelab-deploy/homelab-deploy/tools/listhosts"
 )
 
@@ -50,16 +49,13 @@ func (c *listHostsCmd) exec(ctx context.Context, args []string) error {
 	if err := applyEnv(c.Flags, r.Getenv, c.conn.env()); err != nil {
 		return err
 	}
+	r.jsonOut = c.JSON
 	if len(args) != 0 {
 		return usagef("list-hosts takes no arguments")
 	}
-	if c.Tier != "" {
-		if err := protocol.ValidateTier(c.Tier); err != nil {
-			return usagef("--tier: %v", err)
-		}
-	}
-	if err := protocol.ValidateLiteralSubject(c.Discover); err != nil {
-		return usagef("--discover-subject: %v", err)
+	raw, err := r.checkTool("list_hosts", listhosts.Input{Tier: c.Tier, DiscoverSubject: c.Discover})
+	if err != nil {
+		return err
 	}
 	if err := c.conn.check(); err != nil {
 		return err
@@ -69,16 +65,12 @@ func (c *listHostsCmd) exec(ctx context.Context, args []string) error {
 		return err
 	}
 	defer conn.Close()
-	res, err := listhosts.Discover(ctx, conn, c.Tier, c.Discover, tools.Deps{Logger: r.Logger()})
+	out, err := r.callTool(ctx, "list_hosts", conn, raw, nil)
 	if err != nil {
 		return err
 	}
-	if c.JSON {
-		writeJSON(r.Stdout, res)
-		return nil
-	}
-	r.printHosts(res)
-	return nil
+	res := out.(listhosts.Result)
+	return r.report(res, true, nil, c.JSON, func() { r.printHosts(res) })
 }
 
 func (r *Root) printHosts(res listhosts.Result) {

@@ -17,33 +17,29 @@ import (
 	mcpserver "github.com/homelab-deploy/homelab-deploy/mcp"
 	"github.com/homelab-deploy/homelab-deploy/protocol"
 	"github.com/homelab-deploy/homelab-deploy/tools"
-	"github.com/homelab-deploy/homelab-deploy/tools/registry"
 )
 
 // minTokenLen is the shortest bearer token accepted for the HTTP transports.
 const minTokenLen = 16
 
 type mcpCmd struct {
-	root          *Root
-	conn          connFlags
-	EnableAdmin   bool
-	AdminNKeyFile string
-	EnableBuilds  bool
-	BuildNKeyFile string
-	HTTPAddr      string
-	TokenFile     string
-	Flags         *ff.FlagSet
-	Command       *ff.Command
+	root *Root
+	conn connFlags
+	// enable holds --enable-<gate> per gate the registry's tools declare;
+	// seeds holds --<credential>-nkey-file per credential.
+	enable    map[string]*bool
+	seeds     map[string]*string
+	HTTPAddr  string
+	TokenFile string
+	Flags     *ff.FlagSet
+	Command   *ff.Command
 }
 
 func newMCP(r *Root) *mcpCmd {
 	c := &mcpCmd{root: r}
 	c.Flags = ff.NewFlagSet("mcp").SetParent(r.Flags)
 	c.conn.register(c.Flags)
-	c.Flags.BoolVar(&c.EnableAdmin, 0, "enable-admin", "offer the deploy_admin tool, which deploys to any tier with the admin credential (env HOMELAB_DEPLOY_ENABLE_ADMIN)")
-	c.Flags.StringVar(&c.AdminNKeyFile, 0, "admin-nkey-file", "", "NKey seed file of the admin deployer, required by --enable-admin (env HOMELAB_DEPLOY_ADMIN_NKEY_FILE)")
-	c.Flags.BoolVar(&c.EnableBuilds, 0, "enable-builds", "offer the build tool, which asks the builder to pre-build configurations (env HOMELAB_DEPLOY_ENABLE_BUILDS)")
-	c.Flags.StringVar(&c.BuildNKeyFile, 0, "build-nkey-file", "", "NKey seed file of a build client for the build tool; default: the --nkey-file credential (env HOMELAB_DEPLOY_BUILD_NKEY_FILE)")
+	c.registerGates()
 	c.Flags.StringVar(&c.HTTPAddr, 0, "http-addr", "", "serve streamable HTTP at /mcp and SSE at /sse on this address instead of stdio; a bare port or ':PORT' binds to 127.0.0.1 (env HOMELAB_DEPLOY_HTTP_ADDR)")
 	c.Flags.StringVar(&c.TokenFile, 0, "http-token-file", "", "file holding a bearer token every HTTP request must carry; required when --http-addr is not a loopback address (env HOMELAB_DEPLOY_HTTP_TOKEN_FILE)")
 	c.Command = &ff.Command{
@@ -64,16 +60,98 @@ func newMCP(r *Root) *mcpCmd {
 	return c
 }
 
-func (c *mcpCmd) exec(ctx context.Context, args []string) error {
-	r := c.root
-	if err := applyEnv(c.Flags, r.Getenv, merge(c.conn.env(), map[string]string{
-		"enable-admin":    "HOMELAB_DEPLOY_ENABLE_ADMIN",
-		"admin-nkey-file": "HOMELAB_DEPLOY_ADMIN_NKEY_FILE",
-		"enable-builds":   "HOMELAB_DEPLOY_ENABLE_BUILDS",
-		"build-nkey-file": "HOMELAB_DEPLOY_BUILD_NKEY_FILE",
+// registerGates offers every gate the registry's tools declare as
+// --enable-<gate>, followed by the credentials its tools use as
+// --<credential>-nkey-file: a new gated tool needs no edit here.
+func (c *mcpCmd) registerGates() {
+	c.enable, c.seeds = map[string]*bool{}, map[string]*string{}
+	creds := c.root.Tools.Credentials()
+	for _, g := range c.root.Tools.Gates() {
+		c.enable[g.Name] = new(bool)
+		c.Flags.BoolVar(c.enable[g.Name], 0, "enable-"+g.Name, fmt.Sprintf("%s (env %s)", g.Help, gateEnv(g.Name)))
+		for _, cr := range creds {
+			if cr.Gate != nil && cr.Gate.Name == g.Name {
+				c.seeds[cr.Name] = new(string)
+				c.Flags.StringVar(c.seeds[cr.Name], 0, cr.Name+"-nkey-file", "", fmt.Sprintf("%s (env %s)", cr.Help, seedEnv(cr.Name)))
+			}
+		}
+	}
+}
+
+func gateEnv(gate string) string { return "HOMELAB_DEPLOY_ENABLE_" + envName(gate) }
+func seedEnv(cred string) string { return "HOMELAB_DEPLOY_" + envName(cred) + "_NKEY_FILE" }
+func envName(s string) string    { return strings.ToUpper(strings.ReplaceAll(s, "-", "_")) }
+
+func (c *mcpCmd) env() map[string]string {
+	vars := merge(c.conn.env(), map[string]string{
 		"http-addr":       "HOMELAB_DEPLOY_HTTP_ADDR",
 		"http-token-file": "HOMELAB_DEPLOY_HTTP_TOKEN_FILE",
-	})); err != nil {
+	})
+	for g := range c.enable {
+		vars["enable-"+g] = gateEnv(g)
+	}
+	for cr := range c.seeds {
+		vars[cr+"-nkey-file"] = seedEnv(cr)
+	}
+	return vars
+}
+
+// gates returns the gates switched on.
+func (c *mcpCmd) gates() tools.Gates {
+	var on []string
+	for name, enabled := range c.enable {
+		if *enabled {
+			on = append(on, name)
+		}
+	}
+	return tools.GatesOn(on...)
+}
+
+// checkSeeds checks the seed file of every credential a switched-on tool
+// uses. A credential of its own (Own) must be given; others fall back to
+// --nkey-file. A seed given for a gate that is off is ignored, with a
+// warning.
+func (c *mcpCmd) checkSeeds(gates tools.Gates) error {
+	for _, cr := range c.root.Tools.Credentials() {
+		path := *c.seeds[cr.Name]
+		flag := "--" + cr.Name + "-nkey-file"
+		on := cr.Gate == nil || gates.On(cr.Gate.Name)
+		switch {
+		case !on && path != "":
+			c.root.Logger().Warn(flag+" is ignored: its tools are off", "enable", "--enable-"+cr.Gate.Name)
+		case on && (cr.Own || path != ""):
+			by := "its tools"
+			if cr.Gate != nil {
+				by = "--enable-" + cr.Gate.Name
+			}
+			if err := checkExtraSeed(by, flag, seedEnv(cr.Name), cr.Holder+"'s", path); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// dialCredentials connects every credential a switched-on tool uses that
+// has a seed of its own; the caller closes them.
+func (c *mcpCmd) dialCredentials(ctx context.Context, gates tools.Gates, conns map[string]*protocol.Conn) error {
+	for _, cr := range c.root.Tools.Credentials() {
+		path := *c.seeds[cr.Name]
+		if path == "" || (cr.Gate != nil && !gates.On(cr.Gate.Name)) {
+			continue
+		}
+		conn, err := c.dial(ctx, path, "homelab-deploy mcp ("+cr.Name+")")
+		if err != nil {
+			return fmt.Errorf("%s credential: %w", cr.Name, err)
+		}
+		conns[cr.Name] = conn
+	}
+	return nil
+}
+
+func (c *mcpCmd) exec(ctx context.Context, args []string) error {
+	r := c.root
+	if err := applyEnv(c.Flags, r.Getenv, c.env()); err != nil {
 		return err
 	}
 	if len(args) != 0 {
@@ -86,19 +164,9 @@ func (c *mcpCmd) exec(ctx context.Context, args []string) error {
 		return usagef("--nkey-file: %v", err)
 	}
 	log := r.Logger()
-	if c.EnableAdmin {
-		if err := checkExtraSeed("--enable-admin", "--admin-nkey-file", "HOMELAB_DEPLOY_ADMIN_NKEY_FILE", "the admin deployer's", c.AdminNKeyFile); err != nil {
-			return err
-		}
-	} else if c.AdminNKeyFile != "" {
-		log.Warn("--admin-nkey-file is ignored without --enable-admin: deploy_admin stays off")
-	}
-	if c.BuildNKeyFile != "" {
-		if !c.EnableBuilds {
-			log.Warn("--build-nkey-file is ignored without --enable-builds: build stays off")
-		} else if err := checkExtraSeed("--enable-builds", "--build-nkey-file", "HOMELAB_DEPLOY_BUILD_NKEY_FILE", "a build client's", c.BuildNKeyFile); err != nil {
-			return err
-		}
+	gates := c.gates()
+	if err := c.checkSeeds(gates); err != nil {
+		return err
 	}
 	var token string
 	var addr string
@@ -127,34 +195,23 @@ func (c *mcpCmd) exec(ctx context.Context, args []string) error {
 		defer ln.Close()
 	}
 
-	gates := tools.Gates{Admin: c.EnableAdmin, Builds: c.EnableBuilds}
-	deps := tools.Deps{Logger: log}
 	conn, err := c.conn.connect(ctx, r, "homelab-deploy mcp")
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	deps.Conn = conn
-	if gates.Admin {
-		admin, err := c.dial(ctx, c.AdminNKeyFile, "homelab-deploy mcp (admin)")
-		if err != nil {
-			return fmt.Errorf("admin credential: %w", err)
+	conns := map[string]*protocol.Conn{tools.DefaultCredential: conn}
+	defer func() {
+		for _, cn := range conns {
+			cn.Close()
 		}
-		defer admin.Close()
-		deps.AdminConn = admin
-	}
-	if gates.Builds && c.BuildNKeyFile != "" {
-		bc, err := c.dial(ctx, c.BuildNKeyFile, "homelab-deploy mcp (build)")
-		if err != nil {
-			return fmt.Errorf("build credential: %w", err)
-		}
-		defer bc.Close()
-		deps.BuildConn = bc
+	}()
+	if err := c.dialCredentials(ctx, gates, conns); err != nil {
+		return err
 	}
 
-	srv := mcpserver.New(registry.New(), gates, deps, r.Env.Version)
+	srv := mcpserver.New(r.Tools, gates, tools.Deps{Logger: log, Conns: conns}, r.Env.Version)
 	var names []string
-	for _, t := range registry.New().Enabled(gates) {
+	for _, t := range r.Tools.Enabled(gates) {
 		names = append(names, t.Name)
 	}
 	if ln == nil {

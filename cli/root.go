@@ -16,13 +16,17 @@ import (
 
 	"github.com/peterbourgon/ff/v4"
 	"github.com/peterbourgon/ff/v4/ffhelp"
+
+	"github.com/homelab-deploy/homelab-deploy/tools"
+	"github.com/homelab-deploy/homelab-deploy/tools/registry"
 )
 
 // Exit codes.
 const (
-	ExitOK      = 0
-	ExitFailure = 1 // the operation ran and did not fully succeed
-	ExitUsage   = 2 // bad flags or arguments; nothing was sent
+	ExitOK          = 0
+	ExitFailure     = 1   // the operation ran and did not fully succeed, or its outcome is unknown
+	ExitUsage       = 2   // bad flags, arguments, credential file or config; nothing was sent
+	ExitInterrupted = 130 // stopped by Ctrl-C (SIGINT) or SIGTERM
 )
 
 // Env is the outside world the CLI sees; tests replace every part.
@@ -58,7 +62,14 @@ type Root struct {
 	Version   bool
 	Flags     *ff.FlagSet
 	Command   *ff.Command
-	logger    *slog.Logger
+	// Tools is the registry every command calls its tools through.
+	Tools  *tools.Registry
+	logger *slog.Logger
+	// jsonOut is set by a command given --json: its errors are then one
+	// JSON document on stdout too.
+	jsonOut bool
+	// wrote is set once a command has printed its result document.
+	wrote bool
 }
 
 // usageError marks errors that mean "bad invocation" (exit 2).
@@ -93,7 +104,7 @@ func New(env Env) *Root {
 	if env.Stdin == nil {
 		env.Stdin = strings.NewReader("")
 	}
-	r := &Root{Env: env}
+	r := &Root{Env: env, Tools: registry.New()}
 	r.Flags = ff.NewFlagSet("homelab-deploy")
 	r.Flags.StringVar(&r.LogLevel, 0, "log-level", "info", "log level: debug, info, warn or error (env HOMELAB_DEPLOY_LOG_LEVEL)")
 	r.Flags.StringVar(&r.LogFormat, 0, "log-format", "auto", "log format: auto (colours on a terminal, plain text otherwise), text or json (env HOMELAB_DEPLOY_LOG_FORMAT)")
@@ -161,24 +172,35 @@ func Run(ctx context.Context, args []string, env Env) int {
 		fmt.Fprint(r.Stdout, ffhelp.Command(r.Command.GetSelected()).String())
 		return ExitOK
 	}
-	return r.exitCode(err)
+	return r.exitCode(ctx, err)
 }
 
-func (r *Root) exitCode(err error) int {
+// exitCode maps a command's error to the exit status, the same way for every
+// command, and says what went wrong unless the command already did.
+func (r *Root) exitCode(ctx context.Context, err error) int {
 	var ue usageError
 	var ee exitError
+	var ie *tools.InputError
+	code, msg := ExitFailure, ""
 	switch {
 	case err == nil:
 		return ExitOK
 	case errors.As(err, &ee):
 		return ee.code
 	case errors.As(err, &ue):
-		fmt.Fprintf(r.Stderr, "error: %v\n", ue.err)
-		return ExitUsage
+		code, msg = ExitUsage, ue.err.Error()
+	case errors.As(err, &ie):
+		code, msg = ExitUsage, ie.Error()
+	case errors.Is(err, context.Canceled) && ctx.Err() != nil:
+		code, msg = ExitInterrupted, "interrupted"
 	default:
-		fmt.Fprintf(r.Stderr, "error: %v\n", err)
-		return ExitFailure
+		msg = err.Error()
 	}
+	fmt.Fprintf(r.Stderr, "error: %s\n", msg)
+	if r.jsonOut && !r.wrote {
+		writeJSON(r.Stdout, map[string]any{"error": msg, "exit_code": code})
+	}
+	return code
 }
 
 func trimFFPrefix(err error) string {

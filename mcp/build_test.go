@@ -33,9 +33,9 @@ func TestBuildOverMCP(t *testing.T) {
 	)
 	buildtest.Serve(t, n.Connect(t, "builder"), build.ServerConfig{Config: cfg, Timeout: 5 * time.Minute, Nix: fix.Nix, Env: fix.Env})
 
-	deps := tools.Deps{Conn: n.Connect(t, "mcp"), BuildConn: n.Connect(t, "client")}
+	deps := tools.Deps{Conns: map[string]*protocol.Conn{"": n.Connect(t, "mcp"), "build": n.Connect(t, "client")}}
 	var plog progressLog
-	cs := session(t, mcpserver.New(registry.New(), tools.Gates{Builds: true}, deps, "test"), &plog)
+	cs := session(t, mcpserver.New(registry.New(), tools.GatesOn("builds"), deps, "test"), &plog)
 	if names := toolNames(t, cs); !slices.Contains(names, "build") {
 		t.Fatalf("build not listed with the builds gate: %v", names)
 	}

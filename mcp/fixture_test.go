@@ -112,9 +112,12 @@ func (f *fleet) calls(name string) [][]string {
 // admin is set, the admin credential. The accept window is short so group
 // deploys finish quickly; it is not a limit the tests race against.
 func (f *fleet) deps(t *testing.T, admin bool) tools.Deps {
-	d := tools.Deps{Conn: f.nats.Connect(t, "mcp"), AcceptWindow: 300 * time.Millisecond, DiscoverQuiet: 200 * time.Millisecond}
+	d := tools.Deps{
+		Conns:    map[string]*protocol.Conn{tools.DefaultCredential: f.nats.Connect(t, "mcp")},
+		Defaults: map[string]any{"accept_window_seconds": 0.3, "quiet_seconds": 0.2},
+	}
 	if admin {
-		d.AdminConn = f.nats.Connect(t, "admin")
+		d.Conns["admin"] = f.nats.Connect(t, "admin")
 	}
 	return d
 }
@@ -215,7 +218,7 @@ func session(t *testing.T, srv *mcp.Server, progress *progressLog) *mcp.ClientSe
 
 func newServer(t *testing.T, f *fleet, gates tools.Gates) *mcp.Server {
 	t.Helper()
-	return mcpserver.New(registry.New(), gates, f.deps(t, gates.Admin), "test")
+	return mcpserver.New(registry.New(), gates, f.deps(t, gates.On("admin")), "test")
 }
 
 // call calls a tool and checks that a successful call's structured content

@@ -48,7 +48,7 @@ func connectHTTP(t *testing.T, base, kind, token string) (*mcp.ClientSession, er
 
 func TestHTTPTransportsServeTheSameGatedTools(t *testing.T) {
 	f := newFleet(t)
-	for _, g := range []tools.Gates{{}, {Admin: true}} {
+	for _, g := range []tools.Gates{tools.GatesOn(), tools.GatesOn("admin")} {
 		srv := newServer(t, f, g)
 		ts := httptest.NewServer(mcpserver.HTTPHandler(srv, ""))
 		t.Cleanup(ts.Close)
@@ -62,8 +62,8 @@ func TestHTTPTransportsServeTheSameGatedTools(t *testing.T) {
 			if !slices.Equal(got, inMemory) {
 				t.Errorf("%s lists %v, in-memory %v", kind, got, inMemory)
 			}
-			if slices.Contains(got, "deploy_admin") != g.Admin {
-				t.Errorf("%s: deploy_admin listed=%v with admin=%v", kind, !g.Admin, g.Admin)
+			if slices.Contains(got, "deploy_admin") != g.On("admin") {
+				t.Errorf("%s: deploy_admin listed=%v with admin=%v", kind, !g.On("admin"), g.On("admin"))
 			}
 			res := call(t, cs, "list_hosts", map[string]any{"tier": "test"}, nil)
 			if res.IsError || !strings.Contains(text(res), "testhost1") {
@@ -76,7 +76,7 @@ func TestHTTPTransportsServeTheSameGatedTools(t *testing.T) {
 func TestHTTPBearerToken(t *testing.T) {
 	f := newFleet(t)
 	const token = "s3cret-token-value"
-	ts := httptest.NewServer(mcpserver.HTTPHandler(newServer(t, f, tools.Gates{}), token))
+	ts := httptest.NewServer(mcpserver.HTTPHandler(newServer(t, f, tools.GatesOn()), token))
 	t.Cleanup(ts.Close)
 
 	for _, path := range []string{mcpserver.StreamablePath, mcpserver.SSEPath} {
@@ -117,7 +117,7 @@ func TestHTTPBearerToken(t *testing.T) {
 
 func TestHTTPProgressOverStreamable(t *testing.T) {
 	f := newFleet(t)
-	ts := httptest.NewServer(mcpserver.HTTPHandler(newServer(t, f, tools.Gates{}), ""))
+	ts := httptest.NewServer(mcpserver.HTTPHandler(newServer(t, f, tools.GatesOn()), ""))
 	t.Cleanup(ts.Close)
 	var plog progressLog
 	cs, err := mcp.NewClient(&mcp.Implementation{Name: "http-test", Version: "1"}, &mcp.ClientOptions{ProgressNotificationHandler: plog.handle}).

@@ -30,11 +30,11 @@ type probeOut struct {
 func (o probeOut) IsError() bool   { return o.Bad }
 func (o probeOut) Summary() string { return "summary: " + o.Text }
 
-func probeTool(name string, gate tools.Gate) tools.Tool {
+func probeTool(name string, gate *tools.Gate) tools.Tool {
 	return tools.Define(tools.Tool{
 		Name: name, Title: name, Description: "probe", Gate: gate,
 		Annotations: tools.Annotations{ReadOnly: true, Idempotent: true},
-	}, nil, func(ctx context.Context, deps tools.Deps, in probeIn, progress tools.Progress) (probeOut, error) {
+	}, nil, func(in probeIn) (probeIn, error) { return in, nil }, func(ctx context.Context, env tools.Env, in probeIn, progress tools.Progress) (probeOut, error) {
 		switch in.Mode {
 		case "ok":
 			progress.Emit(tools.Event{Status: protocol.StatusStarted, Message: "looking", Total: 2})
@@ -56,18 +56,19 @@ func probeTool(name string, gate tools.Gate) tools.Tool {
 
 func probeRegistry() *tools.Registry {
 	r := &tools.Registry{}
-	r.Register(probeTool("alpha", tools.GateNone), probeTool("beta", tools.GateAdmin), probeTool("gamma", tools.GateBuilds))
+	r.Register(probeTool("alpha", nil), probeTool("beta", &tools.Gate{Name: "admin"}), probeTool("gamma", &tools.Gate{Name: "builds"}))
 	return r
 }
 
 func TestGatesComeFromTheRegistry(t *testing.T) {
-	want := map[tools.Gates][]string{
-		{}:                          {"alpha"},
-		{Admin: true}:               {"alpha", "beta"},
-		{Builds: true}:              {"alpha", "gamma"},
-		{Admin: true, Builds: true}: {"alpha", "beta", "gamma"},
+	want := map[string][]string{
+		"":             {"alpha"},
+		"admin":        {"alpha", "beta"},
+		"builds":       {"alpha", "gamma"},
+		"admin,builds": {"alpha", "beta", "gamma"},
 	}
-	for g, names := range want {
+	for on, names := range want {
+		g := tools.GatesOn(strings.Split(on, ",")...)
 		cs := session(t, mcpserver.New(probeRegistry(), g, tools.Deps{}, "test"), nil)
 		got := toolNames(t, cs)
 		slices.Sort(got)
@@ -79,7 +80,7 @@ func TestGatesComeFromTheRegistry(t *testing.T) {
 
 func TestOutcomeMapping(t *testing.T) {
 	var plog progressLog
-	cs := session(t, mcpserver.New(probeRegistry(), tools.Gates{}, tools.Deps{}, "test"), &plog)
+	cs := session(t, mcpserver.New(probeRegistry(), tools.GatesOn(), tools.Deps{}, "test"), &plog)
 	ctx := context.Background()
 	callProbe := func(mode string) (*mcp.CallToolResult, error) {
 		p := &mcp.CallToolParams{Name: "alpha", Arguments: map[string]any{"mode": mode}}
@@ -141,14 +142,15 @@ func TestProgressStrictlyIncreases(t *testing.T) {
 	// forward, as MCP requires, without reaching the next finished host.
 	reg := &tools.Registry{}
 	reg.Register(tools.Define(tools.Tool{Name: "multi", Description: "probe"}, nil,
-		func(ctx context.Context, deps tools.Deps, in struct{}, progress tools.Progress) (probeOut, error) {
+		func(in struct{}) (struct{}, error) { return in, nil },
+		func(ctx context.Context, env tools.Env, in struct{}, progress tools.Progress) (probeOut, error) {
 			for _, done := range []int{0, 0, 0, 1, 1, 1, 2} {
 				progress.Emit(tools.Event{Host: "h", Status: protocol.StatusStarted, Done: done, Total: 2})
 			}
 			return probeOut{}, nil
 		}))
 	var plog progressLog
-	cs := session(t, mcpserver.New(reg, tools.Gates{}, tools.Deps{}, "test"), &plog)
+	cs := session(t, mcpserver.New(reg, tools.GatesOn(), tools.Deps{}, "test"), &plog)
 	p := &mcp.CallToolParams{Name: "multi"}
 	p.SetProgressToken(1)
 	if _, err := cs.CallTool(context.Background(), p); err != nil {

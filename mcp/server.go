@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"runtime/debug"
 	"strings"
@@ -35,7 +36,9 @@ const instructions = "homelab-deploy deploys NixOS configurations to a fleet of 
 // New returns an MCP server exposing the tools that gates switch on. deps is
 // handed to every tool call; version is reported to clients.
 func New(reg *tools.Registry, gates tools.Gates, deps tools.Deps, version string) *mcp.Server {
-	deps = deps.WithDefaults()
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
 	s := mcp.NewServer(&mcp.Implementation{Name: Name, Title: "homelab-deploy", Version: version}, &mcp.ServerOptions{
 		Instructions: instructions,
 		Logger:       deps.Logger,
@@ -132,7 +135,7 @@ func validate(schema *jsonschema.Resolved, raw json.RawMessage) error {
 		}
 	}
 	if err := schema.Validate(v); err != nil {
-		return errors.New(tidySchemaError(err.Error()))
+		return errors.New(tools.Quote(tidySchemaError(err.Error())))
 	}
 	return nil
 }

@@ -3,16 +3,15 @@ package mcpserver_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"runtime"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	mcpserver "github.com/homelab-deploy/homelab-deploy/mcp"
+	"github.com/homelab-deploy/homelab-deploy/protocol"
 
 	"github.com/homelab-deploy/homelab-deploy/tools"
 	"github.com/homelab-deploy/homelab-deploy/tools/deploy"
@@ -20,13 +19,13 @@ import (
 	"github.com/homelab-deploy/homelab-deploy/tools/registry"
 )
 
-var gateCombos = []tools.Gates{{}, {Admin: true}, {Builds: true}, {Admin: true, Builds: true}}
+var gateCombos = []tools.Gates{tools.GatesOn(), tools.GatesOn("admin"), tools.GatesOn("builds"), tools.GatesOn("admin", "builds")}
 
 func TestToolsListFollowsGates(t *testing.T) {
 	f := newFleet(t)
 	reg := registry.New()
 	for _, g := range gateCombos {
-		t.Run(fmt.Sprintf("admin=%v,builds=%v", g.Admin, g.Builds), func(t *testing.T) {
+		t.Run(g.String(), func(t *testing.T) {
 			cs := session(t, newServer(t, f, g), nil)
 			got := toolNames(t, cs)
 
@@ -34,17 +33,8 @@ func TestToolsListFollowsGates(t *testing.T) {
 			// every builds-gated tool only with builds.
 			var want []string
 			for _, tl := range reg.All() {
-				switch tl.Gate {
-				case tools.GateNone:
+				if tl.Gate == nil || g.On(tl.Gate.Name) {
 					want = append(want, tl.Name)
-				case tools.GateAdmin:
-					if g.Admin {
-						want = append(want, tl.Name)
-					}
-				case tools.GateBuilds:
-					if g.Builds {
-						want = append(want, tl.Name)
-					}
 				}
 			}
 			slices.Sort(got)
@@ -57,10 +47,10 @@ func TestToolsListFollowsGates(t *testing.T) {
 					t.Errorf("%s missing from tools/list", name)
 				}
 			}
-			if slices.Contains(got, "deploy_admin") != g.Admin {
-				t.Errorf("deploy_admin listed = %v with admin gate %v", slices.Contains(got, "deploy_admin"), g.Admin)
+			if slices.Contains(got, "deploy_admin") != g.On("admin") {
+				t.Errorf("deploy_admin listed = %v with admin gate %v", slices.Contains(got, "deploy_admin"), g.On("admin"))
 			}
-			if !g.Builds && slices.Contains(got, "build") {
+			if !g.On("builds") && slices.Contains(got, "build") {
 				t.Error("build listed without the builds gate")
 			}
 		})
@@ -69,7 +59,7 @@ func TestToolsListFollowsGates(t *testing.T) {
 
 func TestToolsCarryAllFourAnnotations(t *testing.T) {
 	f := newFleet(t)
-	cs := session(t, newServer(t, f, tools.Gates{Admin: true, Builds: true}), nil)
+	cs := session(t, newServer(t, f, tools.GatesOn("admin", "builds")), nil)
 	list, err := cs.ListTools(context.Background(), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -120,7 +110,7 @@ func hostNames(r deploy.Result) []string {
 
 func TestDeployTargets(t *testing.T) {
 	f := newFleet(t)
-	cs := session(t, newServer(t, f, tools.Gates{}), nil)
+	cs := session(t, newServer(t, f, tools.GatesOn()), nil)
 	cases := []struct {
 		name    string
 		args    map[string]any
@@ -171,7 +161,7 @@ func TestDeployTargets(t *testing.T) {
 func TestProgressNotificationsOnePerStatusInOrder(t *testing.T) {
 	f := newFleet(t)
 	var plog progressLog
-	cs := session(t, newServer(t, f, tools.Gates{}), &plog)
+	cs := session(t, newServer(t, f, tools.GatesOn()), &plog)
 
 	res := call(t, cs, "deploy", map[string]any{"hostname": "testhost1"}, "one")
 	if res.IsError {
@@ -266,11 +256,11 @@ func TestCancelStopsWaitingAndLeaksNothing(t *testing.T) {
 	f := newFleet(t, slowHost)
 	var plog progressLog
 	deps := f.deps(t, false)
-	cs := session(t, mcpserver.New(registry.New(), tools.Gates{}, deps, "test"), &plog)
+	cs := session(t, mcpserver.New(registry.New(), tools.GatesOn(), deps, "test"), &plog)
 	// Warm up, then flush: the server has processed the warm-up's
 	// unsubscribe before the baseline is taken.
 	call(t, cs, "list_hosts", map[string]any{}, nil)
-	if err := deps.Conn.Flush(); err != nil {
+	if err := deps.Conns[tools.DefaultCredential].Flush(); err != nil {
 		t.Fatal(err)
 	}
 	baseline := f.nats.Server.NumSubscriptions()
@@ -345,8 +335,8 @@ func TestHostileInputsAreToolErrorsAndSendNothing(t *testing.T) {
 	deps := f.deps(t, true)
 	// The spy's subscriptions count as responders, so a request that did
 	// go out would wait for this timeout instead of failing at once.
-	deps.DeployTimeout = 2 * time.Second
-	cs := session(t, mcpserver.New(registry.New(), tools.Gates{Admin: true}, deps, "test"), nil)
+	deps.Defaults["timeout_seconds"] = 2
+	cs := session(t, mcpserver.New(registry.New(), tools.GatesOn("admin"), deps, "test"), nil)
 	s := f.spy(t, "deploy.prod.>", "deploy.>")
 
 	bad := []string{"x.y", "*", ">", "all", "prod.all", "test host", " testhost1", "testhost1\n", strings.Repeat("a", 300), "role", "deploy.prod.prodhost1"}
@@ -420,7 +410,7 @@ func TestHostileInputsAreToolErrorsAndSendNothing(t *testing.T) {
 func TestDeployNeverReachesProd(t *testing.T) {
 	f := newFleet(t)
 	root := f.nats.Connect(t, "root")
-	srv := mcpserver.New(registry.New(), tools.Gates{}, tools.Deps{Conn: root, AdminConn: root, AcceptWindow: 300 * time.Millisecond, DeployTimeout: 2 * time.Second}, "test")
+	srv := mcpserver.New(registry.New(), tools.GatesOn(), tools.Deps{Conns: map[string]*protocol.Conn{"": root, "admin": root}, Defaults: map[string]any{"accept_window_seconds": 0.3, "timeout_seconds": 2}}, "test")
 	cs := session(t, srv, nil)
 	s := f.spy(t, "deploy.prod.>")
 	all := f.spy(t, "deploy.>")
@@ -461,7 +451,7 @@ func TestDeployAdminUsesTheAdminCredential(t *testing.T) {
 	// The default credential is the test deployer, which the NATS server
 	// does not let publish to deploy.prod.*: success proves the admin
 	// connection carried the request.
-	cs := session(t, newServer(t, f, tools.Gates{Admin: true}), nil)
+	cs := session(t, newServer(t, f, tools.GatesOn("admin")), nil)
 	res := call(t, cs, "deploy_admin", map[string]any{"tier": "prod", "hostname": "prodhost1", "action": "dry-activate", "branch": "v1.2"}, nil)
 	r := deployResult(t, res)
 	if res.IsError || !r.Success || !slices.Equal(hostNames(r), []string{"prodhost1=completed"}) {
@@ -479,7 +469,7 @@ func TestDeployAdminUsesTheAdminCredential(t *testing.T) {
 
 func TestListHosts(t *testing.T) {
 	f := newFleet(t)
-	cs := session(t, newServer(t, f, tools.Gates{}), nil)
+	cs := session(t, newServer(t, f, tools.GatesOn()), nil)
 	res := call(t, cs, "list_hosts", map[string]any{}, nil)
 	var r listhosts.Result
 	remarshal(t, res.StructuredContent, &r)

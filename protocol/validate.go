@@ -2,8 +2,10 @@ package protocol
 
 import (
 	"fmt"
+	"math"
 	"regexp"
 	"strings"
+	"time"
 )
 
 // Bounds on user- and network-supplied strings.
@@ -13,9 +15,16 @@ const (
 	MaxIDLen       = 64
 )
 
+// Patterns of the allowlists, as JSON Schema (ECMA) regular expressions;
+// tool schemas publish these so an assistant sees the same rule.
+const (
+	TokenPattern    = `^[A-Za-z0-9_-]+$`
+	RevisionPattern = `^[A-Za-z0-9][A-Za-z0-9._/-]*$`
+)
+
 var (
-	tokenRe    tokenMatcher // ^[A-Za-z0-9_-]+$
-	revisionRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]*$`)
+	tokenRe    tokenMatcher // TokenPattern
+	revisionRe = regexp.MustCompile(RevisionPattern)
 	commitRe   = regexp.MustCompile(`^[0-9a-f]{40}$`)
 )
 
@@ -155,3 +164,12 @@ func ValidateReplySubject(s, prefix string) error {
 	}
 	return nil
 }
+
+// Seconds renders a duration as seconds rounded to the millisecond, the
+// precision of every duration in a result document.
+func Seconds(d time.Duration) float64 {
+	return float64(d.Round(time.Millisecond).Milliseconds()) / 1000
+}
+
+// RoundSeconds rounds seconds received from the network to the millisecond.
+func RoundSeconds(s float64) float64 { return math.Round(s*1000) / 1000 }

@@ -14,7 +14,6 @@ import (
 	"github.com/homelab-deploy/homelab-deploy/agents/builder"
 	"github.com/homelab-deploy/homelab-deploy/internal/testenv"
 	"github.com/homelab-deploy/homelab-deploy/protocol"
-	"github.com/homelab-deploy/homelab-deploy/tools"
 	"github.com/homelab-deploy/homelab-deploy/tools/build"
 	"github.com/homelab-deploy/homelab-deploy/tools/build/buildtest"
 )
@@ -80,7 +79,7 @@ func TestBuilderDaemonBuildsServesMetricsAndDrains(t *testing.T) {
 	}
 
 	client := n.Connect(t, "client")
-	res, err := build.Send(context.Background(), client, build.Request{Repo: "fleet", Target: "good"}, tools.Deps{}, nil)
+	res, err := build.Send(context.Background(), client, build.Request{Repo: "fleet", Target: "good"}, build.Options{}, nil)
 	if err != nil || !res.Success {
 		t.Fatalf("build good: %v %s", err, res.Summary())
 	}
@@ -107,7 +106,7 @@ func TestBuilderDaemonBuildsServesMetricsAndDrains(t *testing.T) {
 	// and reported failed, and the daemon returns cleanly.
 	done := make(chan build.Result, 1)
 	go func() {
-		r, _ := build.Send(context.Background(), client, build.Request{Repo: "fleet", Target: "slow"}, tools.Deps{}, nil)
+		r, _ := build.Send(context.Background(), client, build.Request{Repo: "fleet", Target: "slow"}, build.Options{}, nil)
 		done <- r
 	}()
 	testenv.Eventually(t, time.Minute, func() bool { return fix.SlowPID() != 0 }, "the slow build never started")

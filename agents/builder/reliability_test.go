@@ -17,7 +17,6 @@ import (
 	"github.com/homelab-deploy/homelab-deploy/agents/builder"
 	"github.com/homelab-deploy/homelab-deploy/internal/testenv"
 	"github.com/homelab-deploy/homelab-deploy/protocol"
-	"github.com/homelab-deploy/homelab-deploy/tools"
 	"github.com/homelab-deploy/homelab-deploy/tools/build"
 )
 
@@ -118,7 +117,7 @@ func TestBuilderBurstOneRuns(t *testing.T) {
 	if calls := testenv.Calls(filepath.Dir(nix)); len(calls) != 2 {
 		t.Fatalf("nix calls %q, want one eval and one build", calls)
 	}
-	res, err := build.Send(context.Background(), client, build.Request{Repo: "fleet", Target: "h1"}, tools.Deps{BuildTimeout: time.Minute}, nil)
+	res, err := build.Send(context.Background(), client, build.Request{Repo: "fleet", Target: "h1"}, build.Options{Timeout: time.Minute}, nil)
 	if err != nil || !res.Success {
 		t.Fatalf("build after the burst: %v %s", err, res.Summary())
 	}

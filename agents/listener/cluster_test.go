@@ -16,7 +16,6 @@ import (
 	"github.com/homelab-deploy/homelab-deploy/agents/listener"
 	"github.com/homelab-deploy/homelab-deploy/internal/testenv"
 	"github.com/homelab-deploy/homelab-deploy/protocol"
-	"github.com/homelab-deploy/homelab-deploy/tools"
 	"github.com/homelab-deploy/homelab-deploy/tools/deploy"
 )
 
@@ -61,7 +60,7 @@ func nkeyUser(c testenv.Cred) *server.NkeyUser {
 // propagated the listener's interest to the deployer's node.
 func sendUntilAnswered(t *testing.T, conn *protocol.Conn) deploy.Result {
 	t.Helper()
-	d := tools.Deps{DeployTimeout: 30 * time.Second}
+	d := deploy.Options{Timeout: 30 * time.Second}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		res, err := deploy.Send(context.Background(), conn, deploy.Request{Subject: "deploy.test.h1", Action: "switch", Revision: "main"}, d, nil)

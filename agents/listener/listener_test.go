@@ -10,7 +10,6 @@ import (
 	"github.com/homelab-deploy/homelab-deploy/agents/listener"
 	"github.com/homelab-deploy/homelab-deploy/internal/testenv"
 	"github.com/homelab-deploy/homelab-deploy/protocol"
-	"github.com/homelab-deploy/homelab-deploy/tools"
 	"github.com/homelab-deploy/homelab-deploy/tools/deploy"
 )
 
@@ -40,7 +39,7 @@ func TestListenerExitsAfterSwitchChangedItsUnit(t *testing.T) {
 	}()
 	<-ready
 	conn := n.Connect(t, "deployer")
-	d := tools.Deps{Conn: conn, DeployTimeout: time.Minute}
+	d := deploy.Options{Timeout: time.Minute}
 
 	// boot changes the unit too, but activates nothing: no restart.
 	res, err := deploy.Send(context.Background(), conn, deploy.Request{Subject: "deploy.test.h1", Action: "boot", Revision: "main"}, d, nil)

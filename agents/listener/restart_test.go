@@ -69,7 +69,7 @@ func TestRequestDuringSelfRestartIsRejected(t *testing.T) {
 			_ = conn.PublishMsg(&nats.Msg{Subject: "deploy.test.h1", Reply: "deploy.responses.second", Data: req2})
 		}
 	}
-	res, err := deploy.Send(context.Background(), conn, deploy.Request{Subject: "deploy.test.h1", Action: "switch", Revision: "main"}, tools.Deps{Conn: conn, DeployTimeout: time.Minute}, progress)
+	res, err := deploy.Send(context.Background(), conn, deploy.Request{Subject: "deploy.test.h1", Action: "switch", Revision: "main"}, deploy.Options{Timeout: time.Minute}, progress)
 	if err != nil || !res.Success {
 		t.Fatalf("first: %+v %v", res, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -13,6 +14,27 @@ import (
 	"github.com/homelab-deploy/homelab-deploy/protocol"
 	"github.com/homelab-deploy/homelab-deploy/tools"
 )
+
+// DefaultTimeout caps a build request (the builder's own per-host timeout
+// is separate).
+const DefaultTimeout = 3600 * time.Second
+
+// Options tune the request half; zero fields take the defaults.
+type Options struct {
+	// Timeout caps the wait for the builder's final status (default 3600 s).
+	Timeout time.Duration
+	Logger  *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
 
 // Request is a build as the request half sends it.
 type Request struct {
@@ -93,9 +115,9 @@ func (req *Request) Check() error {
 // the NATS reply subject equal to reply_to) and collects the builder's
 // statuses until the final one. It emits one event when the build starts
 // and one per finished host, in the order the hosts finish. It returns at
-// once when no builder is subscribed, and gives up after deps.BuildTimeout.
-func Send(ctx context.Context, conn *protocol.Conn, req Request, deps tools.Deps, progress tools.Progress) (Result, error) {
-	deps = deps.WithDefaults()
+// once when no builder is subscribed, and gives up after opts.Timeout.
+func Send(ctx context.Context, conn *protocol.Conn, req Request, opts Options, progress tools.Progress) (Result, error) {
+	opts = opts.withDefaults()
 	if err := req.Check(); err != nil {
 		return Result{}, err
 	}
@@ -129,7 +151,7 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, deps tools.Deps
 	}
 	_ = conn.Flush()
 
-	ctx, cancel := context.WithTimeout(ctx, deps.BuildTimeout)
+	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
 	msgs := make(chan *nats.Msg)
 	go func() {
@@ -150,7 +172,7 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, deps tools.Deps
 		}
 	}()
 	finish := func(msg string) Result {
-		res.TotalDurationSeconds = time.Since(start).Seconds()
+		res.TotalDurationSeconds = protocol.Seconds(time.Since(start))
 		if msg != "" {
 			res.Message = msg
 		}
@@ -163,7 +185,7 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, deps tools.Deps
 		case err := <-subErr:
 			return finish(fmt.Sprintf("the NATS server refused to let this credential subscribe to %s (%v); a build client needs subscribe permission on build.responses.>", replyTo, err)), nil
 		case <-ctx.Done():
-			if ctx.Err() == context.Canceled {
+			if errors.Is(ctx.Err(), context.Canceled) {
 				return finish("cancelled while waiting for the builder"), ctx.Err()
 			}
 			res.ErrorCode = protocol.ErrTimeout
@@ -174,7 +196,7 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, deps tools.Deps
 			}
 			var r protocol.BuildResponse
 			if len(m.Data) > 1<<20 || json.Unmarshal(m.Data, &r) != nil || !r.Clean() {
-				deps.Logger.Warn("ignoring malformed build response", "subject", m.Subject, "bytes", len(m.Data))
+				opts.Logger.Warn("ignoring malformed build response", "subject", m.Subject, "bytes", len(m.Data))
 				continue
 			}
 			if r.ID != "" && r.ID != id {
@@ -190,7 +212,7 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, deps tools.Deps
 				progress.Emit(tools.Event{Status: r.Status, Message: r.Message, Total: r.HostsTotal, Elapsed: elapsed})
 			case protocol.StatusProgress:
 				ok := r.HostSuccess != nil && *r.HostSuccess
-				hr := protocol.BuildHostResult{Host: r.Host, Success: ok, DurationSeconds: r.Duration, Error: r.Error, ErrorCode: r.ErrorCode, OutPath: r.OutPath}
+				hr := protocol.BuildHostResult{Host: r.Host, Success: ok, DurationSeconds: protocol.RoundSeconds(r.Duration), Error: r.Error, ErrorCode: r.ErrorCode, OutPath: r.OutPath}
 				res.Results = append(res.Results, hr)
 				if r.HostsTotal > 0 {
 					res.HostsTotal = r.HostsTotal
@@ -210,6 +232,9 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, deps tools.Deps
 				res.Error = r.Error
 				if r.Results != nil || r.Status != protocol.StatusRejected {
 					res.Results = append([]protocol.BuildHostResult{}, r.Results...)
+					for i := range res.Results {
+						res.Results[i].DurationSeconds = protocol.RoundSeconds(res.Results[i].DurationSeconds)
+					}
 				}
 				res.Succeeded, res.Failed = r.Succeeded, r.Failed
 				if n := len(r.Results); n > res.HostsTotal {
@@ -222,7 +247,7 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, deps tools.Deps
 				}
 				return finish(msg), nil
 			default:
-				deps.Logger.Warn("ignoring build response with an unknown status", "status", r.Status)
+				opts.Logger.Warn("ignoring build response with an unknown status", "status", r.Status)
 			}
 		}
 	}

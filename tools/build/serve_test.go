@@ -72,7 +72,7 @@ func (rg *rig) send(t *testing.T, req build.Request) (build.Result, []tools.Even
 	var rec recorder
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	res, err := build.Send(ctx, rg.client, req, tools.Deps{}, rec.progress)
+	res, err := build.Send(ctx, rg.client, req, build.Options{}, rec.progress)
 	if err != nil {
 		t.Fatalf("Send(%+v): %v", req, err)
 	}
@@ -250,7 +250,7 @@ func TestBuildRejectsBadRequestsBeforeNixRuns(t *testing.T) {
 	// Hostile branches are input errors for the request half...
 	hostile := []string{"-x", "main#other", "a..b", "x?dir=/", strings.Repeat("b", 300), "main branch", "$(reboot)"}
 	for _, b := range hostile {
-		_, err := build.Send(context.Background(), rg.client, build.Request{Repo: repo, Target: "all", Branch: b}, tools.Deps{}, nil)
+		_, err := build.Send(context.Background(), rg.client, build.Request{Repo: repo, Target: "all", Branch: b}, build.Options{}, nil)
 		var ie *tools.InputError
 		if !errors.As(err, &ie) {
 			t.Errorf("Send with branch %q: %v, want an input error", b, err)
@@ -320,7 +320,7 @@ func TestSecondBuildOfARepoIsRejectedAndReplaysAreRefused(t *testing.T) {
 	rg := startRig(t, 6*time.Second, 2)
 	done := make(chan build.Result, 1)
 	go func() {
-		res, _ := build.Send(context.Background(), rg.client, build.Request{Repo: repo, Target: "slow"}, tools.Deps{}, nil)
+		res, _ := build.Send(context.Background(), rg.client, build.Request{Repo: repo, Target: "slow"}, build.Options{}, nil)
 		done <- res
 	}()
 	testenv.Eventually(t, time.Minute, rg.srv.Busy, "the first build never started")

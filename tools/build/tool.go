@@ -6,6 +6,8 @@ package build
 
 import (
 	"context"
+	"fmt"
+	"time"
 
 	"github.com/google/jsonschema-go/jsonschema"
 
@@ -15,23 +17,53 @@ import (
 
 // Input is the `build` tool's input.
 type Input struct {
-	Repo   string `json:"repo" jsonschema:"repository to build, as named in the builder's configuration"`
-	Target string `json:"target,omitempty" jsonschema:"build only this host (a nixosConfigurations name); leave empty to build every host"`
-	All    bool   `json:"all,omitempty" jsonschema:"build every host of the repository (the default when no target is given)"`
-	Branch string `json:"branch,omitempty" jsonschema:"git branch, tag or 40-hex commit to build (default: the repository's default_branch)"`
+	Repo           string `json:"repo" jsonschema:"repository to build, as named in the builder's configuration"`
+	Target         string `json:"target,omitempty" jsonschema:"build only this host (a nixosConfigurations name); give either target or all"`
+	All            bool   `json:"all,omitempty" jsonschema:"build every host of the repository; give either target or all"`
+	Branch         string `json:"branch,omitempty" jsonschema:"git branch, tag or 40-hex commit to build (default: the repository's default_branch)"`
+	TimeoutSeconds int    `json:"timeout_seconds,omitempty" jsonschema:"how long to wait for the builder's final status, in seconds (default 3600)"`
 }
 
-// RequestFor turns the tool's input into a checked Request.
-func RequestFor(in Input) (Request, error) {
-	if in.All && in.Target != "" {
-		return Request{}, tools.Invalid("give either target or all, not both")
+// MaxTimeoutSeconds bounds timeout_seconds.
+const MaxTimeoutSeconds = 86400
+
+// Call is a checked build: what to send and how long to wait.
+type Call struct {
+	Request Request
+	Options Options
+}
+
+// Check validates the input. Building every host must be asked for
+// explicitly: an empty target (an unset variable in a script, a field the
+// assistant left out) never widens a build to the whole repository.
+func (in Input) Check() (Call, error) {
+	if err := protocol.ValidateRepo(in.Repo); err != nil {
+		return Call{}, &tools.InputError{Err: err}
+	}
+	switch {
+	case in.All && in.Target != "":
+		return Call{}, tools.Invalid("give either a target host or all, not both")
+	case !in.All && in.Target == "":
+		return Call{}, tools.Invalid("name a target host to build, or ask for every host of %s with all (on the command line: --all)", in.Repo)
+	case in.Target == protocol.BuildTargetAll:
+		return Call{}, tools.Invalid("to build every host, ask for all (on the command line: --all) rather than a target named %q", protocol.BuildTargetAll)
+	}
+	if in.TimeoutSeconds < 0 || in.TimeoutSeconds > MaxTimeoutSeconds {
+		return Call{}, tools.Invalid("timeout_seconds must be between 1 and %d", MaxTimeoutSeconds)
 	}
 	req := Request{Repo: in.Repo, Target: in.Target, Branch: in.Branch}
 	if err := req.Check(); err != nil {
-		return Request{}, err
+		return Call{}, err
 	}
-	return req, nil
+	return Call{Request: req, Options: Options{Timeout: time.Duration(in.TimeoutSeconds) * time.Second}}, nil
 }
+
+// Gate switches the build tool on (--enable-builds).
+var Gate = &tools.Gate{Name: "builds", Help: "offer the build tool, which asks the builder to pre-build configurations"}
+
+// Credential is the identity builds are requested with (--build-nkey-file);
+// without it the adapter's default credential is used.
+var Credential = &tools.Credential{Name: "build", Holder: "a build client", Help: "NKey seed file of a build client for the build tool; default: the --nkey-file credential"}
 
 // Tool returns the `build` tool. It exists only with --enable-builds.
 func Tool() tools.Tool {
@@ -39,29 +71,26 @@ func Tool() tools.Tool {
 		Name:  "build",
 		Title: "Pre-build NixOS configurations on the build server",
 		Description: "Asks the build server to run nix build for the NixOS configurations of a repository " +
-			"(one host with target, or every host) at a branch, so that a later deploy finds them already built. " +
+			"(one host with target, or every host with all: true) at a branch, so that a later deploy finds them already built. " +
 			"It changes no running machine; it fills the builder's Nix store. " +
 			"Returns each host's success, duration and, on failure, the last lines of Nix's error. " +
 			"Builds can take many minutes (up to an hour for a whole repository); progress is reported after each host. " +
 			"A repository that is already building rejects a second build until the first has finished.",
 		Annotations: tools.Annotations{ReadOnly: false, Destructive: false, Idempotent: true, OpenWorld: true},
-		Gate:        tools.GateBuilds,
+		Gate:        Gate,
+		Credential:  Credential,
 	}, func(in, _ *jsonschema.Schema) {
-		in.Properties["repo"].Pattern = `^[A-Za-z0-9_-]+$`
-		in.Properties["repo"].MaxLength = jsonschema.Ptr(protocol.MaxTokenLen)
-		in.Properties["target"].Pattern = `^[A-Za-z0-9_-]+$`
-		in.Properties["target"].MaxLength = jsonschema.Ptr(protocol.MaxTokenLen)
-		in.Properties["branch"].Pattern = `^[A-Za-z0-9][A-Za-z0-9._/-]*$`
+		for _, k := range []string{"repo", "target"} {
+			in.Properties[k].Pattern = protocol.TokenPattern
+			in.Properties[k].MaxLength = jsonschema.Ptr(protocol.MaxTokenLen)
+		}
+		in.Properties["branch"].Pattern = protocol.RevisionPattern
 		in.Properties["branch"].MaxLength = jsonschema.Ptr(protocol.MaxRevisionLen)
-	}, func(ctx context.Context, deps tools.Deps, in Input, progress tools.Progress) (Result, error) {
-		req, err := RequestFor(in)
-		if err != nil {
-			return Result{}, err
-		}
-		conn := deps.BuildConn
-		if conn == nil {
-			conn = deps.Conn
-		}
-		return Send(ctx, conn, req, deps, progress)
+		in.Properties["timeout_seconds"].Minimum = jsonschema.Ptr(1.0)
+		in.Properties["timeout_seconds"].Maximum = jsonschema.Ptr(float64(MaxTimeoutSeconds))
+		in.Properties["timeout_seconds"].Default = []byte(fmt.Sprint(int(DefaultTimeout / time.Second)))
+	}, Input.Check, func(ctx context.Context, env tools.Env, c Call, progress tools.Progress) (Result, error) {
+		c.Options.Logger = env.Logger
+		return Send(ctx, env.Conn, c.Request, c.Options, progress)
 	})
 }

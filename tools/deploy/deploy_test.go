@@ -325,7 +325,7 @@ func TestDiscoveryShowsLastDeploy(t *testing.T) {
 	if res, _ := deploy.Send(ctx, f.deployer, deploy.Request{Subject: "deploy.test.testhost1", Action: "boot", Revision: "broken"}, deps(f.deployer), nil); res.Success {
 		t.Fatalf("broken deploy succeeded: %+v", res)
 	}
-	hosts, err := listhosts.Discover(ctx, f.deployer, "", protocol.DefaultDiscoverSubject, tools.Deps{DiscoverQuiet: 200 * time.Millisecond})
+	hosts, err := listhosts.Discover(ctx, f.deployer, "", protocol.DefaultDiscoverSubject, listhosts.Options{Quiet: 200 * time.Millisecond})
 	if err != nil || len(hosts.Hosts) != 1 {
 		t.Fatalf("%+v %v", hosts, err)
 	}

@@ -90,8 +90,8 @@ func (f *fleet) exec(ctx context.Context, argv []string) (string, error) {
 
 func (f *fleet) calls() []string { return testenv.Calls(f.standIn) }
 
-func deps(conn *protocol.Conn) tools.Deps {
-	return tools.Deps{Conn: conn, DeployTimeout: 60 * time.Second, AcceptWindow: 300 * time.Millisecond}
+func deps(conn *protocol.Conn) deploy.Options {
+	return deploy.Options{Timeout: 60 * time.Second, AcceptWindow: 300 * time.Millisecond}
 }
 
 type recorder struct {

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/homelab-deploy/homelab-deploy/protocol"
-	"github.com/homelab-deploy/homelab-deploy/tools"
 	"github.com/homelab-deploy/homelab-deploy/tools/listhosts"
 )
 
@@ -26,7 +25,7 @@ const lostCheckEvery = time.Second
 // after the whole timeout.
 type lostCheck struct {
 	conn   *protocol.Conn
-	deps   tools.Deps
+	opts   listhosts.Options
 	tier   string
 	ticker *time.Ticker
 	out    chan map[string]bool
@@ -35,8 +34,8 @@ type lostCheck struct {
 	idle   map[string]int
 }
 
-func newLostCheck(conn *protocol.Conn, target protocol.Target, deps tools.Deps) *lostCheck {
-	return &lostCheck{conn: conn, deps: deps, tier: target.Tier, out: make(chan map[string]bool, 1), idle: map[string]int{}}
+func newLostCheck(conn *protocol.Conn, target protocol.Target, opts Options) *lostCheck {
+	return &lostCheck{conn: conn, opts: opts.Discover, tier: target.Tier, out: make(chan map[string]bool, 1), idle: map[string]int{}}
 }
 
 // start begins the checks (after a reconnection).
@@ -70,7 +69,7 @@ func (l *lostCheck) ask(ctx context.Context, pending []string) {
 	}
 	l.asking = true
 	go func() {
-		res, err := listhosts.Discover(ctx, l.conn, l.tier, protocol.DefaultDiscoverSubject, l.deps)
+		res, err := listhosts.Discover(ctx, l.conn, l.tier, protocol.DefaultDiscoverSubject, l.opts)
 		var busy map[string]bool
 		if err == nil {
 			busy = make(map[string]bool, len(res.Hosts))
@@ -91,7 +90,7 @@ func (l *lostCheck) lost(busy map[string]bool, pending []string) []string {
 	l.asking = false
 	if busy == nil {
 		// Discovery is refused or broken: fall back to the timeout.
-		l.deps.Logger.Warn("cannot ask the hosts whether they are still deploying; waiting for the timeout")
+		l.opts.Logger.Warn("cannot ask the hosts whether they are still deploying; waiting for the timeout")
 		l.off = true
 		l.stop()
 		l.ticker = nil

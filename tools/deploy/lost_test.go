@@ -18,6 +18,7 @@ import (
 	"github.com/homelab-deploy/homelab-deploy/protocol"
 	"github.com/homelab-deploy/homelab-deploy/tools"
 	"github.com/homelab-deploy/homelab-deploy/tools/deploy"
+	"github.com/homelab-deploy/homelab-deploy/tools/listhosts"
 )
 
 // cutter forwards TCP connections to a NATS server and can drop its
@@ -109,7 +110,7 @@ func TestDeployerNamesAHostWhoseFinalStatusItMissed(t *testing.T) {
 	}
 	done := make(chan outcome, 1)
 	go func() {
-		d := tools.Deps{DeployTimeout: 5 * time.Minute, DiscoverQuiet: 200 * time.Millisecond}
+		d := deploy.Options{Timeout: 5 * time.Minute, Discover: listhosts.Options{Quiet: 200 * time.Millisecond}}
 		res, err := deploy.Send(context.Background(), conn, deploy.Request{Subject: "deploy.test.testhost1", Action: "switch", Revision: "main"}, d, func(e tools.Event) {
 			if e.Status == protocol.StatusStarted {
 				once.Do(func() { close(started) })

@@ -3,7 +3,9 @@ package deploy
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"log/slog"
 	"sort"
 	"strings"
 	"time"
@@ -12,7 +14,41 @@ import (
 
 	"github.com/homelab-deploy/homelab-deploy/protocol"
 	"github.com/homelab-deploy/homelab-deploy/tools"
+	"github.com/homelab-deploy/homelab-deploy/tools/listhosts"
 )
+
+// Defaults of Options.
+const (
+	DefaultTimeout      = 900 * time.Second
+	DefaultAcceptWindow = 2 * time.Second
+)
+
+// Options tune the request half; zero fields take the defaults.
+type Options struct {
+	// Timeout caps the whole deploy (default 900 s).
+	Timeout time.Duration
+	// AcceptWindow is how long a group deploy keeps waiting for new hosts
+	// after the last one answered (default 2 s).
+	AcceptWindow time.Duration
+	// Discover tunes the discovery used to find hosts lost after a
+	// reconnection.
+	Discover listhosts.Options
+	Logger   *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if o.AcceptWindow <= 0 {
+		o.AcceptWindow = DefaultAcceptWindow
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	o.Discover.Logger = o.Logger
+	return o
+}
 
 // Request is a deploy as the request half sends it.
 type Request struct {
@@ -43,6 +79,7 @@ type Result struct {
 	Hosts           []HostResult    `json:"hosts" jsonschema:"every host that answered, sorted by hostname"`
 	Completed       int             `json:"completed" jsonschema:"hosts that completed"`
 	Failed          int             `json:"failed" jsonschema:"hosts that failed, were rejected or timed out"`
+	Unfinished      int             `json:"unfinished" jsonschema:"hosts still deploying when the wait was interrupted (their deploy goes on)"`
 	DurationSeconds float64         `json:"duration_seconds" jsonschema:"seconds from sending the request to the result"`
 }
 
@@ -95,8 +132,8 @@ type hostState struct {
 //     timed out by name.
 //
 // Events are emitted for every status as it arrives.
-func Send(ctx context.Context, conn *protocol.Conn, req Request, deps tools.Deps, progress tools.Progress) (Result, error) {
-	deps = deps.WithDefaults()
+func Send(ctx context.Context, conn *protocol.Conn, req Request, opts Options, progress tools.Progress) (Result, error) {
+	opts = opts.withDefaults()
 	target, err := protocol.ParseDeploySubject(req.Subject)
 	if err != nil {
 		return Result{}, &tools.InputError{Err: err}
@@ -150,7 +187,7 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, deps tools.Deps
 	// lost; lostCheck finds the hosts that finished meanwhile (lost.go).
 	reconnected, stopReconnectWatch := conn.WatchReconnect()
 	defer stopReconnectWatch()
-	lost := newLostCheck(conn, target, deps)
+	lost := newLostCheck(conn, target, opts)
 	defer lost.stop()
 
 	data, _ := json.Marshal(protocol.DeployRequest{ID: id, Action: req.Action, Revision: req.Revision, ReplyTo: replyTo})
@@ -164,14 +201,14 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, deps tools.Deps
 	}
 	_ = conn.Flush()
 
-	ctx, cancel := context.WithTimeout(ctx, deps.DeployTimeout)
+	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
 
 	hosts := map[string]*hostState{}
 	var lastNew time.Duration
 	done := 0 // hosts in a terminal state
 	finish := func(msg string) Result {
-		res.DurationSeconds = time.Since(start).Seconds()
+		res.DurationSeconds = protocol.Seconds(time.Since(start))
 		res.Message = msg
 		return res
 	}
@@ -190,9 +227,9 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, deps tools.Deps
 		case err := <-subErr:
 			return finish(fmt.Sprintf("the NATS server refused to let this credential subscribe to %s (%v), after the request was sent: hosts may be deploying, but their statuses cannot reach this credential; a deployer needs subscribe permission on deploy.responses.>", replyTo, err)), nil
 		case <-ctx.Done():
-			if ctx.Err() == context.Canceled {
+			if errors.Is(ctx.Err(), context.Canceled) {
 				collect(&res, hosts)
-				return finish("cancelled while waiting for hosts"), ctx.Err()
+				return finish(interrupted(&res)), ctx.Err()
 			}
 			// The ceiling is DeployTimeout or the caller's own deadline,
 			// whichever came first: say how long was actually waited.
@@ -254,7 +291,7 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, deps tools.Deps
 				continue
 			}
 			if a.malformed {
-				deps.Logger.Warn("ignoring malformed deploy response", "subject", a.subject, "bytes", a.size)
+				opts.Logger.Warn("ignoring malformed deploy response", "subject", a.subject, "bytes", a.size)
 				continue
 			}
 			r := a.resp
@@ -294,7 +331,7 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, deps tools.Deps
 			}
 			// A group: wait until no new host has answered for the accept
 			// window (which also covers the window since the request).
-			wait := deps.AcceptWindow - (elapsed - lastNew)
+			wait := opts.AcceptWindow - (elapsed - lastNew)
 			if wait <= 0 {
 				collect(&res, hosts)
 				return finish(verdict(&res)), nil
@@ -306,17 +343,36 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, deps tools.Deps
 
 func collect(res *Result, hosts map[string]*hostState) {
 	res.Hosts = res.Hosts[:0]
-	res.Completed, res.Failed = 0, 0
+	res.Completed, res.Failed, res.Unfinished = 0, 0, 0
 	for name, h := range hosts {
-		hr := HostResult{Hostname: name, Status: h.resp.Status, Error: h.resp.Error, Message: h.resp.Message, DurationSeconds: h.lastAt.Seconds()}
-		if hr.Status == protocol.StatusCompleted {
+		hr := HostResult{Hostname: name, Status: h.resp.Status, Error: h.resp.Error, Message: h.resp.Message, DurationSeconds: protocol.Seconds(h.lastAt)}
+		switch {
+		case hr.Status == protocol.StatusCompleted:
 			res.Completed++
-		} else {
+		case hr.Status.Terminal():
 			res.Failed++
+		default:
+			res.Unfinished++
 		}
 		res.Hosts = append(res.Hosts, hr)
 	}
 	sort.Slice(res.Hosts, func(i, j int) bool { return res.Hosts[i].Hostname < res.Hosts[j].Hostname })
+}
+
+// interrupted says what an interrupted wait leaves behind: the hosts still
+// deploying go on without us, and where their outcome can be read later.
+func interrupted(res *Result) string {
+	var running []string
+	for _, h := range res.Hosts {
+		if !h.Status.Terminal() {
+			running = append(running, h.Hostname+" ("+string(h.Status)+")")
+		}
+	}
+	msg := fmt.Sprintf("interrupted while waiting on %s: %d/%d host(s) completed", res.Subject, res.Completed, len(res.Hosts))
+	if len(running) > 0 {
+		msg += fmt.Sprintf("; still deploying: %s. Their rebuild goes on on the host; list_hosts (homelab-deploy list-hosts) shows each host's last deploy once it ends", strings.Join(running, ", "))
+	}
+	return msg
 }
 
 func verdict(res *Result) string {

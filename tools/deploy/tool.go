@@ -5,6 +5,8 @@ package deploy
 
 import (
 	"context"
+	"fmt"
+	"time"
 
 	"github.com/google/jsonschema-go/jsonschema"
 
@@ -17,21 +19,81 @@ const DefaultBranch = "master"
 
 // Input is the `deploy` tool's input: a test-tier target and what to do.
 type Input struct {
-	Hostname string `json:"hostname,omitempty" jsonschema:"deploy to this one host (one subject token: letters, digits, '-', '_')"`
-	All      bool   `json:"all,omitempty" jsonschema:"deploy to every host of the tier"`
-	Role     string `json:"role,omitempty" jsonschema:"deploy to every host with this role in the tier"`
-	Branch   string `json:"branch,omitempty" jsonschema:"git branch, tag or 40-hex commit of the flake to deploy (default master)"`
-	Action   string `json:"action,omitempty" jsonschema:"nixos-rebuild action (default switch)"`
+	Hostname            string  `json:"hostname,omitempty" jsonschema:"deploy to this one host (one subject token: letters, digits, '-', '_')"`
+	All                 bool    `json:"all,omitempty" jsonschema:"deploy to every host of the tier"`
+	Role                string  `json:"role,omitempty" jsonschema:"deploy to every host with this role in the tier"`
+	Branch              string  `json:"branch,omitempty" jsonschema:"git branch, tag or 40-hex commit of the flake to deploy (default master)"`
+	Action              string  `json:"action,omitempty" jsonschema:"nixos-rebuild action (default switch)"`
+	TimeoutSeconds      int     `json:"timeout_seconds,omitempty" jsonschema:"how long to wait for every host's final status, in seconds (default 900)"`
+	AcceptWindowSeconds float64 `json:"accept_window_seconds,omitempty" jsonschema:"for a group, how long to wait for further hosts after the last new one, in seconds (default 2)"`
 }
 
 // AdminInput is the `deploy_admin` tool's input: Input plus a tier.
 type AdminInput struct {
-	Tier     string `json:"tier" jsonschema:"tier to deploy to"`
-	Hostname string `json:"hostname,omitempty" jsonschema:"deploy to this one host (one subject token: letters, digits, '-', '_')"`
-	All      bool   `json:"all,omitempty" jsonschema:"deploy to every host of the tier"`
-	Role     string `json:"role,omitempty" jsonschema:"deploy to every host with this role in the tier"`
-	Branch   string `json:"branch,omitempty" jsonschema:"git branch, tag or 40-hex commit of the flake to deploy (default master)"`
-	Action   string `json:"action,omitempty" jsonschema:"nixos-rebuild action (default switch)"`
+	Tier                string  `json:"tier" jsonschema:"tier to deploy to"`
+	Hostname            string  `json:"hostname,omitempty" jsonschema:"deploy to this one host (one subject token: letters, digits, '-', '_')"`
+	All                 bool    `json:"all,omitempty" jsonschema:"deploy to every host of the tier"`
+	Role                string  `json:"role,omitempty" jsonschema:"deploy to every host with this role in the tier"`
+	Branch              string  `json:"branch,omitempty" jsonschema:"git branch, tag or 40-hex commit of the flake to deploy (default master)"`
+	Action              string  `json:"action,omitempty" jsonschema:"nixos-rebuild action (default switch)"`
+	TimeoutSeconds      int     `json:"timeout_seconds,omitempty" jsonschema:"how long to wait for every host's final status, in seconds (default 900)"`
+	AcceptWindowSeconds float64 `json:"accept_window_seconds,omitempty" jsonschema:"for a group, how long to wait for further hosts after the last new one, in seconds (default 2)"`
+	// Subject is a literal deploy subject of a custom shape (a listener's
+	// --deploy-subject), instead of tier and target; adapters only.
+	Subject string `json:"subject,omitempty" jsonschema:"a literal deploy subject instead of tier and target"`
+}
+
+// Check validates the input of the `deploy` tool: its tier is always test.
+func (in Input) Check() (Call, error) {
+	return AdminInput{Tier: "test", Hostname: in.Hostname, All: in.All, Role: in.Role, Branch: in.Branch, Action: in.Action,
+		TimeoutSeconds: in.TimeoutSeconds, AcceptWindowSeconds: in.AcceptWindowSeconds}.Check()
+}
+
+// Check validates the input of the `deploy_admin` tool.
+func (in AdminInput) Check() (Call, error) {
+	var req Request
+	var err error
+	if in.Subject != "" {
+		req, err = customRequest(in)
+	} else {
+		req, err = RequestFor(in.Tier, in.Hostname, in.All, in.Role, in.Branch, in.Action)
+	}
+	if err != nil {
+		return Call{}, err
+	}
+	if in.TimeoutSeconds < 0 || in.TimeoutSeconds > MaxTimeoutSeconds {
+		return Call{}, tools.Invalid("timeout_seconds must be between 1 and %d", MaxTimeoutSeconds)
+	}
+	if in.AcceptWindowSeconds < 0 || in.AcceptWindowSeconds > MaxAcceptWindowSeconds {
+		return Call{}, tools.Invalid("accept_window_seconds must be between 0 and %d", MaxAcceptWindowSeconds)
+	}
+	return Call{Request: req, Options: Options{
+		Timeout:      time.Duration(in.TimeoutSeconds) * time.Second,
+		AcceptWindow: time.Duration(in.AcceptWindowSeconds * float64(time.Second)),
+	}}, nil
+}
+
+// customRequest checks a deploy to a literal subject of a custom shape.
+func customRequest(in AdminInput) (Request, error) {
+	if in.Tier != "" || in.Hostname != "" || in.All || in.Role != "" {
+		return Request{}, tools.Invalid("give either a subject or a tier and target, not both")
+	}
+	if _, err := protocol.ParseDeploySubject(in.Subject); err != nil {
+		return Request{}, tools.Invalid("%v", err)
+	}
+	return change(in.Subject, in.Branch, in.Action)
+}
+
+// Bounds of the tunable inputs.
+const (
+	MaxTimeoutSeconds      = 86400
+	MaxAcceptWindowSeconds = 600
+)
+
+// Call is a checked deploy: what to send and how long to wait.
+type Call struct {
+	Request Request
+	Options Options
 }
 
 // TargetSubject turns a tier and exactly one of hostname, all or role into a
@@ -74,6 +136,11 @@ func RequestFor(tier, hostname string, all bool, role, branch, action string) (R
 	if err != nil {
 		return Request{}, err
 	}
+	return change(subject, branch, action)
+}
+
+// change checks what is to be deployed to subject, filling the defaults.
+func change(subject, branch, action string) (Request, error) {
 	if branch == "" {
 		branch = DefaultBranch
 	}
@@ -108,17 +175,26 @@ func tierEnum() []any {
 func fixInput(in, _ *jsonschema.Schema) {
 	in.Properties["action"].Enum = actionEnum()
 	in.Properties["action"].Default = []byte(`"switch"`)
-	in.Properties["branch"].Default = []byte(`"master"`)
+	in.Properties["branch"].Default = []byte(`"` + DefaultBranch + `"`)
 	in.Properties["branch"].MaxLength = jsonschema.Ptr(protocol.MaxRevisionLen)
-	in.Properties["branch"].Pattern = `^[A-Za-z0-9][A-Za-z0-9._/-]*$`
+	in.Properties["branch"].Pattern = protocol.RevisionPattern
 	for _, k := range []string{"hostname", "role"} {
-		in.Properties[k].Pattern = `^[A-Za-z0-9_-]+$`
+		in.Properties[k].Pattern = protocol.TokenPattern
 		in.Properties[k].MaxLength = jsonschema.Ptr(protocol.MaxTokenLen)
 	}
 	if t, ok := in.Properties["tier"]; ok {
 		t.Enum = tierEnum()
 	}
+	in.Properties["timeout_seconds"].Minimum = jsonschema.Ptr(1.0)
+	in.Properties["timeout_seconds"].Maximum = jsonschema.Ptr(float64(MaxTimeoutSeconds))
+	in.Properties["timeout_seconds"].Default = []byte(fmt.Sprint(int(DefaultTimeout / time.Second)))
 }
+
+// AdminGate switches deploy_admin on (--enable-admin).
+var AdminGate = &tools.Gate{Name: "admin", Help: "offer the deploy_admin tool, which deploys to any tier with the admin credential"}
+
+// AdminCredential is the identity deploy_admin acts with (--admin-nkey-file).
+var AdminCredential = &tools.Credential{Name: "admin", Holder: "the admin deployer", Help: "NKey seed file of the admin deployer, required by --enable-admin", Own: true}
 
 // Tools returns the `deploy` and `deploy_admin` tools.
 func Tools() []tools.Tool {
@@ -131,13 +207,8 @@ func Tools() []tools.Tool {
 			"Returns each host's final status (completed, failed, rejected) with its message. " +
 			"A deploy usually takes one to ten minutes and can take up to 15 minutes; progress is reported per host status.",
 		Annotations: tools.Annotations{ReadOnly: false, Destructive: true, Idempotent: false, OpenWorld: true},
-	}, fixInput, func(ctx context.Context, deps tools.Deps, in Input, progress tools.Progress) (Result, error) {
-		req, err := RequestFor("test", in.Hostname, in.All, in.Role, in.Branch, in.Action)
-		if err != nil {
-			return Result{}, err
-		}
-		return Send(ctx, deps.Conn, req, deps, progress)
-	})
+		Hidden:      []string{"accept_window_seconds"},
+	}, fixInput, Input.Check, run)
 	admin := tools.Define(tools.Tool{
 		Name:  "deploy_admin",
 		Title: "Deploy NixOS configuration to any tier (admin)",
@@ -146,13 +217,14 @@ func Tools() []tools.Tool {
 			"prefer dry-activate or test first, and confirm with the user before a prod switch. " +
 			"Returns each host's final status with its message. A deploy usually takes one to ten minutes and can take up to 15 minutes.",
 		Annotations: tools.Annotations{ReadOnly: false, Destructive: true, Idempotent: false, OpenWorld: true},
-		Gate:        tools.GateAdmin,
-	}, fixInput, func(ctx context.Context, deps tools.Deps, in AdminInput, progress tools.Progress) (Result, error) {
-		req, err := RequestFor(in.Tier, in.Hostname, in.All, in.Role, in.Branch, in.Action)
-		if err != nil {
-			return Result{}, err
-		}
-		return Send(ctx, deps.AdminConn, req, deps, progress)
-	})
+		Gate:        AdminGate,
+		Credential:  AdminCredential,
+		Hidden:      []string{"accept_window_seconds", "subject"},
+	}, fixInput, AdminInput.Check, run)
 	return []tools.Tool{deploy, admin}
+}
+
+func run(ctx context.Context, env tools.Env, c Call, progress tools.Progress) (Result, error) {
+	c.Options.Logger = env.Logger
+	return Send(ctx, env.Conn, c.Request, c.Options, progress)
 }

@@ -21,6 +21,38 @@ import (
 // Input is the list_hosts tool's input.
 type Input struct {
 	Tier string `json:"tier,omitempty" jsonschema:"only list hosts of this tier"`
+	// DiscoverSubject is an operator setting (the CLI's --discover-subject),
+	// not offered to assistants.
+	DiscoverSubject string `json:"discover_subject,omitempty" jsonschema:"the discovery subject (default deploy.discover)"`
+	// QuietSeconds ends discovery after this long without a new answer;
+	// an operator setting.
+	QuietSeconds float64 `json:"quiet_seconds,omitempty" jsonschema:"seconds without a new answer that end discovery (default 0.5)"`
+}
+
+// Request is a checked discovery.
+type Request struct {
+	Tier, Subject string
+	Quiet         time.Duration
+}
+
+// Check validates the input.
+func (in Input) Check() (Request, error) {
+	if in.Tier != "" {
+		if err := protocol.ValidateTier(in.Tier); err != nil {
+			return Request{}, tools.Invalid("tier: %v", err)
+		}
+	}
+	subject := in.DiscoverSubject
+	if subject == "" {
+		subject = protocol.DefaultDiscoverSubject
+	}
+	if err := protocol.ValidateLiteralSubject(subject); err != nil {
+		return Request{}, tools.Invalid("discover subject: %v", err)
+	}
+	if in.QuietSeconds < 0 || in.QuietSeconds > 60 {
+		return Request{}, tools.Invalid("quiet_seconds must be between 0 and 60")
+	}
+	return Request{Tier: in.Tier, Subject: subject, Quiet: time.Duration(in.QuietSeconds * float64(time.Second))}, nil
 }
 
 // Host is one discovered listener.
@@ -70,26 +102,51 @@ func Tool() tools.Tool {
 		Description: "Discovers the hosts whose listeners are online: hostname, tier, role, the subjects they take deploys on, " +
 			"their version and whether a deploy is running. Read-only; takes about a second. Use it before deploy to find valid targets.",
 		Annotations: tools.Annotations{ReadOnly: true, Destructive: false, Idempotent: true, OpenWorld: true},
+		Hidden:      []string{"discover_subject", "quiet_seconds"},
 	}, func(in, _ *jsonschema.Schema) {
 		var tiers []any
 		for _, t := range protocol.Tiers {
 			tiers = append(tiers, t)
 		}
 		in.Properties["tier"].Enum = tiers
-	}, func(ctx context.Context, deps tools.Deps, in Input, progress tools.Progress) (Result, error) {
-		conn := deps.Conn
-		if conn == nil {
-			conn = deps.AdminConn
-		}
-		return Discover(ctx, conn, in.Tier, protocol.DefaultDiscoverSubject, deps)
+	}, Input.Check, func(ctx context.Context, env tools.Env, req Request, _ tools.Progress) (Result, error) {
+		return Discover(ctx, env.Conn, req.Tier, req.Subject, Options{Quiet: req.Quiet, Logger: env.Logger})
 	})
 }
 
+// Defaults of Options.
+const (
+	DefaultQuiet = 500 * time.Millisecond
+	DefaultMax   = 10 * time.Second
+)
+
+// Options tune discovery; zero fields take the defaults.
+type Options struct {
+	// Quiet ends discovery after this long without a new answer.
+	Quiet time.Duration
+	// Max caps discovery.
+	Max    time.Duration
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if o.Quiet <= 0 {
+		o.Quiet = DefaultQuiet
+	}
+	if o.Max <= 0 {
+		o.Max = DefaultMax
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
 // Discover asks every listener on subject to describe itself and collects
-// the answers until no new one arrived for deps.DiscoverQuiet (or
-// deps.DiscoverMax passed).
-func Discover(ctx context.Context, conn *protocol.Conn, tier, subject string, deps tools.Deps) (Result, error) {
-	deps = deps.WithDefaults()
+// the answers until no new one arrived for opts.Quiet (or
+// opts.Max passed).
+func Discover(ctx context.Context, conn *protocol.Conn, tier, subject string, opts Options) (Result, error) {
+	opts = opts.withDefaults()
 	if tier != "" {
 		if err := protocol.ValidateTier(tier); err != nil {
 			return Result{}, tools.Invalid("%v", err)
@@ -133,14 +190,14 @@ func Discover(ctx context.Context, conn *protocol.Conn, tier, subject string, de
 	}
 	_ = conn.Flush()
 
-	ctx, cancel := context.WithTimeout(ctx, deps.DiscoverMax)
+	ctx, cancel := context.WithTimeout(ctx, opts.Max)
 	defer cancel()
 	res := Result{Tier: tier, Hosts: []Host{}}
 	seen := map[string]bool{}
 	accept := func(m *nats.Msg) (Host, bool) {
 		var r protocol.DiscoverResponse
 		if len(m.Data) > protocol.MaxMessageSize*4 || json.Unmarshal(m.Data, &r) != nil {
-			deps.Logger.Warn("ignoring malformed discovery answer", "bytes", len(m.Data))
+			opts.Logger.Warn("ignoring malformed discovery answer", "bytes", len(m.Data))
 			return Host{}, false
 		}
 		if r.ID != "" && r.ID != id || !r.Clean() {
@@ -159,7 +216,7 @@ func Discover(ctx context.Context, conn *protocol.Conn, tier, subject string, de
 	// The first answer gets a longer wait (listeners far away); then a
 	// short quiet period after the last answer ends the collection. One
 	// timer, reset per answer, not a context per answer.
-	quiet := time.NewTimer(4 * deps.DiscoverQuiet)
+	quiet := time.NewTimer(4 * opts.Quiet)
 	defer quiet.Stop()
 collect:
 	for {
@@ -185,9 +242,9 @@ collect:
 			res.Hosts = append(res.Hosts, h)
 		}
 		if len(seen) == 0 {
-			quiet.Reset(4 * deps.DiscoverQuiet)
+			quiet.Reset(4 * opts.Quiet)
 		} else {
-			quiet.Reset(deps.DiscoverQuiet)
+			quiet.Reset(opts.Quiet)
 		}
 	}
 	sort.Slice(res.Hosts, func(i, j int) bool {

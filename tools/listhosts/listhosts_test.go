@@ -12,7 +12,6 @@ import (
 
 	"github.com/homelab-deploy/homelab-deploy/internal/testenv"
 	"github.com/homelab-deploy/homelab-deploy/protocol"
-	"github.com/homelab-deploy/homelab-deploy/tools"
 	"github.com/homelab-deploy/homelab-deploy/tools/listhosts"
 )
 
@@ -39,7 +38,7 @@ func TestDiscover(t *testing.T) {
 	responder(t, n, "testhost1", "test", "")
 	responder(t, n, "dns1", "prod", "dns")
 	conn := n.Connect(t, "deployer")
-	deps := tools.Deps{DiscoverQuiet: 200 * time.Millisecond}
+	deps := listhosts.Options{Quiet: 200 * time.Millisecond}
 
 	res, err := listhosts.Discover(context.Background(), conn, "", protocol.DefaultDiscoverSubject, deps)
 	if err != nil {
@@ -62,7 +61,7 @@ func TestDiscover(t *testing.T) {
 func TestDiscoverWithNobodyListening(t *testing.T) {
 	t.Parallel()
 	n := testenv.StartNATS(t, testenv.User{Name: "deployer", Permissions: testenv.Ptr(protocol.TestDeployerPermissions())})
-	res, err := listhosts.Discover(context.Background(), n.Connect(t, "deployer"), "", protocol.DefaultDiscoverSubject, tools.Deps{DiscoverQuiet: 5 * time.Second, DiscoverMax: 60 * time.Second})
+	res, err := listhosts.Discover(context.Background(), n.Connect(t, "deployer"), "", protocol.DefaultDiscoverSubject, listhosts.Options{Quiet: 5 * time.Second, Max: 60 * time.Second})
 	if err != nil || len(res.Hosts) != 0 || !strings.Contains(res.Message, "no host answered") {
 		t.Fatalf("%+v %v", res, err)
 	}
@@ -102,13 +101,13 @@ func TestDiscoverReportsLastDeploy(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = hconn.Flush()
-	res, err := listhosts.Discover(context.Background(), conn, "", protocol.DefaultDiscoverSubject, tools.Deps{DiscoverQuiet: 200 * time.Millisecond})
+	res, err := listhosts.Discover(context.Background(), conn, "", protocol.DefaultDiscoverSubject, listhosts.Options{Quiet: 200 * time.Millisecond})
 	if err != nil || len(res.Hosts) != 1 || res.Hosts[0].LastDeploy == nil || *res.Hosts[0].LastDeploy != *want {
 		t.Fatalf("%+v %v", res, err)
 	}
 	// A forged last deploy with a hostile revision is dropped, not shown.
 	last.Store(&protocol.LastDeploy{Action: "switch", Revision: "-o\x1b[2J", Status: protocol.StatusCompleted})
-	res, err = listhosts.Discover(context.Background(), conn, "", protocol.DefaultDiscoverSubject, tools.Deps{DiscoverQuiet: 200 * time.Millisecond})
+	res, err = listhosts.Discover(context.Background(), conn, "", protocol.DefaultDiscoverSubject, listhosts.Options{Quiet: 200 * time.Millisecond})
 	if err != nil || len(res.Hosts) != 1 || res.Hosts[0].LastDeploy != nil {
 		t.Fatalf("%+v %v", res, err)
 	}
