@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/homelab-deploy/homelab-deploy/internal/execx"
-	"github.com/homelab-deploy/homelab-deploy/internal/seen"
 	"github.com/homelab-deploy/homelab-deploy/protocol"
+	"github.com/homelab-deploy/homelab-deploy/tools/serve"
 )
 
 // Defaults of the builder.
@@ -71,15 +71,12 @@ type ServerConfig struct {
 // pushes cannot pile up hours of builds. Different repositories build
 // concurrently, sharing the MaxParallel nix slots.
 type Server struct {
-	cfg      ServerConfig
-	ids      *seen.Set
-	slots    chan struct{}
+	cfg   ServerConfig
+	core  *serve.Core
+	slots chan struct{}
+	// mu guards building, the repositories with a running build.
 	mu       sync.Mutex
 	building map[string]bool
-	closing  bool
-	wg       sync.WaitGroup
-	ctx      context.Context
-	cancel   context.CancelFunc
 }
 
 // NewServer checks cfg and returns a Server.
@@ -102,20 +99,17 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.ReplayWindow <= 0 {
-		cfg.ReplayWindow = 10 * time.Minute
-	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Server{
-		cfg:      cfg,
-		ids:      seen.New(cfg.ReplayWindow, 100000, cfg.Now),
+	return &Server{
+		cfg: cfg,
+		core: serve.New(serve.Config{
+			ReplyPrefix: protocol.BuildResponsesPrefix, ReplayWindow: cfg.ReplayWindow, Now: cfg.Now, Logger: cfg.Logger,
+		}),
 		slots:    make(chan struct{}, cfg.MaxParallel),
 		building: map[string]bool{},
-	}
-	s.ctx, s.cancel = context.WithCancel(context.Background())
-	return s, nil
+	}, nil
 }
 
 // Busy reports whether any build is running.
@@ -147,7 +141,7 @@ func (s *Server) Handle(subject string, data []byte) {
 		s.reject(req, protocol.ErrInvalidRequest, fmt.Sprintf("a request for repo %s, target %s must be sent on %s, not %s", req.Repo, req.Target, want, subject))
 		return
 	}
-	if !s.ids.Add(req.ID) {
+	if s.core.Replayed(req.ID) {
 		log.Warn("rejected replayed build request")
 		s.reject(req, protocol.ErrInvalidRequest, fmt.Sprintf("request id %s was already seen; a request is carried out once", req.ID))
 		return
@@ -162,22 +156,28 @@ func (s *Server) Handle(subject string, data []byte) {
 	if branch == "" {
 		branch = repo.DefaultBranch
 	}
-	s.mu.Lock()
-	switch {
-	case s.closing:
-		s.mu.Unlock()
+	if !s.core.Take() {
 		s.reject(req, protocol.ErrAlreadyRunning, "the builder is shutting down; try again when it is back")
 		return
-	case s.building[req.Repo]:
-		s.mu.Unlock()
+	}
+	if !s.claim(req.Repo) {
+		s.core.Done()
 		log.Info("rejected build: the repo is already building")
 		s.reject(req, protocol.ErrAlreadyRunning, fmt.Sprintf("repo %s is already building; try again when that build has finished", req.Repo))
 		return
 	}
-	s.building[req.Repo] = true
-	s.wg.Add(1)
-	s.mu.Unlock()
 	go s.run(req, repo, branch, log.With("branch", branch))
+}
+
+// claim takes repo's build slot, unless it is building.
+func (s *Server) claim(repo string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.building[repo] {
+		return false
+	}
+	s.building[repo] = true
+	return true
 }
 
 // hostOutcome is one finished host.
@@ -187,7 +187,7 @@ type hostOutcome struct {
 }
 
 func (s *Server) run(req protocol.BuildRequest, repo Repo, branch string, log *slog.Logger) {
-	defer s.wg.Done()
+	defer s.core.Done()
 	// The repo is free again before its final status goes out, so a client
 	// that starts the next build as soon as it hears back is not told the
 	// repo is still building.
@@ -270,7 +270,7 @@ func (s *Server) run(req protocol.BuildRequest, repo Repo, branch string, log *s
 	for _, h := range hosts {
 		select {
 		case s.slots <- struct{}{}:
-		case <-s.ctx.Done():
+		case <-s.core.Context().Done():
 			finished(hostOutcome{
 				BuildHostResult: protocol.BuildHostResult{Host: h, ErrorCode: protocol.ErrTimeout, Error: "not built: the builder shut down"},
 				tail:            "not built: the builder shut down",
@@ -328,7 +328,7 @@ func (s *Server) listHosts(repo Repo, branch string) ([]string, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.Timeout*listTimeoutShare)
+	ctx, cancel := context.WithTimeout(s.core.Context(), s.cfg.Timeout*listTimeoutShare)
 	defer cancel()
 	res, err := execx.Run(ctx, execx.Cmd{
 		Path: s.cfg.Nix, Args: []string{"eval", "--json", "--refresh", ref, "--apply", "builtins.attrNames"},
@@ -370,7 +370,7 @@ func (s *Server) buildHost(repo Repo, branch, host string) hostOutcome {
 		out.ErrorCode, out.Error, out.tail = protocol.ErrBuildFailed, err.Error(), err.Error()
 		return out
 	}
-	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.Timeout)
+	ctx, cancel := context.WithTimeout(s.core.Context(), s.cfg.Timeout)
 	defer cancel()
 	start := time.Now()
 	res, err := execx.Run(ctx, execx.Cmd{
@@ -432,9 +432,7 @@ func validOr(s string, check func(string) error) string {
 }
 
 func (s *Server) reply(replyTo string, resp protocol.BuildResponse) {
-	// Only ever publish under build.responses.
-	if protocol.ValidateReplySubject(replyTo, protocol.BuildResponsesPrefix) != nil {
-		s.cfg.Logger.Warn("not replying to a subject outside build.responses.", "reply_to", replyTo)
+	if !s.core.ReplyAllowed(replyTo) {
 		return
 	}
 	data, err := json.Marshal(resp)
@@ -450,20 +448,7 @@ func (s *Server) reply(replyTo string, resp protocol.BuildResponse) {
 // Shutdown stops accepting builds, waits up to the context's deadline for
 // running builds to finish, then kills them (their hosts are reported as
 // failed) and waits for their final statuses to be sent.
-func (s *Server) Shutdown(ctx context.Context) {
-	s.mu.Lock()
-	s.closing = true
-	s.mu.Unlock()
-	stopping := make(chan struct{})
-	go func() { s.wg.Wait(); close(stopping) }()
-	select {
-	case <-stopping:
-	case <-ctx.Done():
-		s.cfg.Logger.Warn("shutdown grace period over: killing running builds")
-	}
-	s.cancel()
-	<-stopping
-}
+func (s *Server) Shutdown(ctx context.Context) { s.core.Shutdown(ctx) }
 
 func contains(list []string, s string) bool {
 	for _, v := range list {

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/homelab-deploy/homelab-deploy/internal/execx"
-	"github.com/homelab-deploy/homelab-deploy/internal/seen"
 	"github.com/homelab-deploy/homelab-deploy/protocol"
+	"github.com/homelab-deploy/homelab-deploy/tools/serve"
 )
 
 // Executor runs nixos-rebuild with argv (argv[0] is the program). It returns
@@ -62,17 +62,10 @@ type ServerConfig struct {
 // Server is the serve half of the deploy tool: it validates a request,
 // takes the host's single deploy slot, runs nixos-rebuild and reports.
 type Server struct {
-	cfg    ServerConfig
-	busy   atomic.Bool
-	ids    *seen.Set
-	wg     sync.WaitGroup
-	ctx    context.Context
-	cancel context.CancelFunc
-	// mu orders taking a deploy (wg.Add) against closing: once closing is
-	// set, no deploy starts and wg.Wait sees every one that did.
-	mu      sync.Mutex
-	closing bool
-	last    atomic.Pointer[protocol.LastDeploy]
+	cfg  ServerConfig
+	core *serve.Core
+	busy atomic.Bool
+	last atomic.Pointer[protocol.LastDeploy]
 }
 
 // LastDeploy returns the outcome of the most recent finished deploy, or nil.
@@ -113,15 +106,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.ReplayWindow <= 0 {
-		cfg.ReplayWindow = 10 * time.Minute
-	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Server{cfg: cfg, ids: seen.New(cfg.ReplayWindow, 100000, cfg.Now)}
-	s.ctx, s.cancel = context.WithCancel(context.Background())
-	return s, nil
+	core := serve.New(serve.Config{
+		ReplyPrefix: protocol.DeployResponsesPrefix, ReplayWindow: cfg.ReplayWindow, Now: cfg.Now, Logger: cfg.Logger,
+	})
+	return &Server{cfg: cfg, core: core}, nil
 }
 
 // Busy reports whether a deploy is running.
@@ -144,7 +135,7 @@ func (s *Server) Handle(subject string, data []byte) {
 		return
 	}
 	log = log.With("id", req.ID, "action", req.Action, "revision", req.Revision)
-	if !s.ids.Add(req.ID) {
+	if s.core.Replayed(req.ID) {
 		s.count(protocol.StatusRejected, req.Action, protocol.ErrInvalidRequest)
 		log.Warn("rejected replayed deploy request")
 		s.reply(req, protocol.StatusRejected, protocol.ErrInvalidRequest, fmt.Sprintf("request id %s was already seen; a request is carried out once", req.ID), 0)
@@ -156,29 +147,25 @@ func (s *Server) Handle(subject string, data []byte) {
 		s.reply(req, protocol.StatusRejected, protocol.ErrInvalidRevision, err.Error(), 0)
 		return
 	}
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
+	if !s.core.Take() {
 		s.count(protocol.StatusRejected, req.Action, protocol.ErrAlreadyRunning)
 		log.Info("rejected deploy: the listener is stopping")
 		s.reply(req, protocol.StatusRejected, protocol.ErrAlreadyRunning, "the listener on "+s.cfg.Hostname+" is stopping (shutdown or restart onto a new version); try again in a minute", 0)
 		return
 	}
 	if !s.busy.CompareAndSwap(false, true) {
-		s.mu.Unlock()
+		s.core.Done()
 		s.count(protocol.StatusRejected, req.Action, protocol.ErrAlreadyRunning)
 		log.Info("rejected deploy: another deploy is running")
 		s.reply(req, protocol.StatusRejected, protocol.ErrAlreadyRunning, "another deploy is running on "+s.cfg.Hostname+"; try again when it has finished", 0)
 		return
 	}
-	s.wg.Add(1)
-	s.mu.Unlock()
 	s.reply(req, protocol.StatusAccepted, protocol.ErrNone, fmt.Sprintf("%s of %s accepted", req.Action, req.Revision), 0)
 	go s.run(req, flakeRef, log)
 }
 
 func (s *Server) run(req protocol.DeployRequest, flakeRef string, log *slog.Logger) {
-	defer s.wg.Done()
+	defer s.core.Done()
 	// The host is free again before its final status goes out, so a
 	// deployer that sends the next request as soon as it hears back is not
 	// told a deploy is still running.
@@ -199,7 +186,7 @@ func (s *Server) run(req protocol.DeployRequest, flakeRef string, log *slog.Logg
 	log.Info("deploy started", "flake", flakeRef)
 	s.reply(req, protocol.StatusStarted, protocol.ErrNone, "running nixos-rebuild "+string(req.Action)+" --flake "+flakeRef, 0)
 
-	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.Timeout)
+	ctx, cancel := context.WithTimeout(s.core.Context(), s.cfg.Timeout)
 	start := time.Now()
 	tail, err := s.cfg.Exec(ctx, argv)
 	cancel()
@@ -236,7 +223,7 @@ func (s *Server) run(req protocol.DeployRequest, flakeRef string, log *slog.Logg
 	restart, why := false, ""
 	if s.cfg.RestartAfter != nil {
 		if restart, why = s.cfg.RestartAfter(req.Action, status); restart {
-			s.close()
+			s.core.Close()
 		}
 	}
 	release()
@@ -244,13 +231,6 @@ func (s *Server) run(req protocol.DeployRequest, flakeRef string, log *slog.Logg
 	if restart && s.cfg.OnRestart != nil {
 		s.cfg.OnRestart(why)
 	}
-}
-
-// close makes the server refuse further requests.
-func (s *Server) close() {
-	s.mu.Lock()
-	s.closing = true
-	s.mu.Unlock()
 }
 
 func (s *Server) count(status protocol.Status, action protocol.Action, code protocol.ErrorCode) {
@@ -265,9 +245,7 @@ func (s *Server) count(status protocol.Status, action protocol.Action, code prot
 }
 
 func (s *Server) reply(req protocol.DeployRequest, status protocol.Status, code protocol.ErrorCode, msg string, dur time.Duration) {
-	// Only ever publish under deploy.responses.
-	if protocol.ValidateReplySubject(req.ReplyTo, protocol.DeployResponsesPrefix) != nil {
-		s.cfg.Logger.Warn("not replying to a subject outside deploy.responses.", "reply_to", req.ReplyTo)
+	if !s.core.ReplyAllowed(req.ReplyTo) {
 		return
 	}
 	resp := protocol.DeployResponse{
@@ -291,16 +269,4 @@ func (s *Server) reply(req protocol.DeployRequest, status protocol.Status, code 
 // Shutdown stops accepting deploys, waits up to the context's deadline for a
 // running deploy to finish, then kills it (it is reported as failed) and
 // waits for its final status to be sent.
-func (s *Server) Shutdown(ctx context.Context) {
-	s.close()
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		s.cancel()
-		return
-	case <-ctx.Done():
-	}
-	s.cancel()
-	<-done
-}
+func (s *Server) Shutdown(ctx context.Context) { s.core.Shutdown(ctx) }
