@@ -6,10 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/peterbourgon/ff/v4"
@@ -20,8 +18,6 @@ import (
 )
 
 // minTokenLen is the shortest bearer token accepted for the HTTP transports.
-const minTokenLen = 16
-
 type mcpCmd struct {
 	root *Root
 	conn connFlags
@@ -172,11 +168,11 @@ func (c *mcpCmd) exec(ctx context.Context, args []string) error {
 	var addr string
 	if c.HTTPAddr != "" {
 		var err error
-		if addr, err = httpListenAddr(c.HTTPAddr); err != nil {
+		if addr, err = mcpserver.ListenAddr(c.HTTPAddr); err != nil {
 			return usagef("--http-addr: %v", err)
 		}
 		if c.TokenFile != "" {
-			if token, err = readToken(c.TokenFile); err != nil {
+			if token, err = mcpserver.ReadToken(c.TokenFile); err != nil {
 				return usagef("--http-token-file: %v", err)
 			}
 		}
@@ -189,8 +185,11 @@ func (c *mcpCmd) exec(ctx context.Context, args []string) error {
 	var ln net.Listener
 	if addr != "" {
 		var err error
-		if ln, err = listenHTTP(addr, token); err != nil {
-			return err
+		if ln, err = mcpserver.Listen(addr, token); err != nil {
+			if errors.Is(err, mcpserver.ErrNeedsToken) {
+				return usageError{err}
+			}
+			return fmt.Errorf("--http-addr: %w", err)
 		}
 		defer ln.Close()
 	}
@@ -222,7 +221,7 @@ func (c *mcpCmd) exec(ctx context.Context, args []string) error {
 		}
 		return nil
 	}
-	return serveHTTP(ctx, r, ln, token, srv, names)
+	return mcpserver.ServeHTTP(ctx, ln, srv, token, log.With("tools", names))
 }
 
 // checkExtraSeed checks a second credential's seed file, saying which flag
@@ -248,89 +247,6 @@ func (c *mcpCmd) dial(ctx context.Context, seed, name string) (*protocol.Conn, e
 	})
 }
 
-// httpListenAddr turns --http-addr into a listen address. A bare port
-// ("8080") or an empty host (":8080") means loopback, never every
-// interface: exposing the server must be explicit.
-func httpListenAddr(s string) (string, error) {
-	s = strings.TrimSpace(s)
-	if !strings.Contains(s, ":") {
-		s = ":" + s
-	}
-	host, port, err := net.SplitHostPort(s)
-	if err != nil {
-		return "", fmt.Errorf("%q is not HOST:PORT: %v", s, err)
-	}
-	if port == "" {
-		return "", fmt.Errorf("%q has no port", s)
-	}
-	if host == "" {
-		host = "127.0.0.1"
-	}
-	return net.JoinHostPort(host, port), nil
-}
-
-// readToken reads a bearer token: one line, at least minTokenLen
-// characters, in a file only its owner can read.
-func readToken(path string) (string, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return "", err
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return "", fmt.Errorf("%s has mode %04o and can be read by other users: run `chmod 600 %s`", path, perm, path)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", err
-	}
-	tok := strings.TrimSpace(string(b))
-	if len(tok) < minTokenLen || strings.ContainsAny(tok, " \t\r\n") {
-		return "", fmt.Errorf("%s must hold one token of at least %d characters without spaces; create one with `head -c 32 /dev/urandom | base64 > %s`", path, minTokenLen, path)
-	}
-	return tok, nil
-}
-
-// listenHTTP binds addr. Whether it is loopback is decided on the bound
-// address (a host name such as localhost resolves to one), and anything
-// else needs a token.
-func listenHTTP(addr, token string) (net.Listener, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("--http-addr: %w", err)
-	}
-	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() && token == "" {
-		_ = ln.Close()
-		return nil, usagef("--http-addr %s is not a loopback address: anyone who can reach it could deploy; give --http-token-file (or HOMELAB_DEPLOY_HTTP_TOKEN_FILE) with a bearer token, or bind to 127.0.0.1", addr)
-	}
-	return ln, nil
-}
-
-func serveHTTP(ctx context.Context, r *Root, ln net.Listener, token string, srv *mcp.Server, names []string) error {
-	log := r.Logger()
-	hs := &http.Server{Handler: mcpserver.HTTPHandler(srv, token), ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
-	auth := "none (loopback only)"
-	if token != "" {
-		auth = "bearer token"
-	}
-	base := "http://" + ln.Addr().String()
-	log.Info("MCP server listening", "streamable_http", base+mcpserver.StreamablePath, "sse", base+mcpserver.SSEPath, "auth", auth, "tools", names)
-	select {
-	case err := <-errc:
-		return fmt.Errorf("mcp http: %w", err)
-	case <-ctx.Done():
-	}
-	// SSE streams stay open until their clients leave; give requests a
-	// moment, then close what is left.
-	sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	if err := hs.Shutdown(sctx); err != nil {
-		_ = hs.Close()
-	}
-	log.Info("MCP server stopped")
-	return nil
-}
 
 type nopWriteCloser struct{ io.Writer }
 
