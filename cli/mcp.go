@@ -247,7 +247,6 @@ func (c *mcpCmd) dial(ctx context.Context, seed, name string) (*protocol.Conn, e
 	})
 }
 
-
 type nopWriteCloser struct{ io.Writer }
 
 func (nopWriteCloser) Close() error { return nil }
