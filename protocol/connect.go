@@ -7,12 +7,15 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 )
 
 // ConnectOptions is our NATS connection policy's input.
@@ -47,43 +50,100 @@ type Conn struct {
 	// confirmed holds reply-subject prefixes whose subscription the server
 	// accepted on this connection.
 	confirmed sync.Map
+
+	// up is closed when the connection is established and replaced by an
+	// open channel when it drops (under mu); warnWhileDown waits on it.
+	up     chan struct{}
+	isUp   bool
+	closed chan struct{}
+	// lastErr is the error of the latest failed connection attempt.
+	lastErr atomic.Value
 }
+
+// Warnings while a daemon has no NATS server: the first after
+// firstDownWarning, then at doubling intervals up to maxDownWarningInterval,
+// so a server that is down for a day fills no disk but is never forgotten.
+const (
+	firstDownWarning       = time.Second
+	maxDownWarningInterval = 5 * time.Minute
+)
 
 type permWatch struct {
 	subject string
 	ch      chan error
 }
 
-// ParseURLs validates a comma-separated list of NATS URLs.
+// URLSchemes are the schemes nats.go can dial; a URL without one is nats://,
+// as natscli and nats.go itself read it.
+var URLSchemes = []string{"nats", "tls", "ws", "wss"}
+
+// ParseURLs validates a comma-separated list of NATS URLs and returns each
+// with its scheme: host:port and a bare host (default port 4222) become
+// nats://host:port and nats://host. A cluster may not mix websocket and
+// plain URLs (nats.go refuses that, with a less helpful message).
 func ParseURLs(s string) ([]string, error) {
 	var out []string
+	websocket := 0
 	for _, raw := range strings.Split(s, ",") {
 		raw = strings.TrimSpace(raw)
 		if raw == "" {
 			continue
 		}
-		u, err := url.Parse(raw)
+		full := raw
+		if !strings.Contains(raw, "://") {
+			full = "nats://" + raw
+		}
+		u, err := url.Parse(full)
 		if err != nil {
-			return nil, fmt.Errorf("NATS URL %q does not parse: %w", raw, err)
+			return nil, fmt.Errorf("NATS URL %q does not parse (%v): give host:port or %s", raw, errors.Unwrap(err), schemeList("host:port"))
 		}
-		switch u.Scheme {
-		case "nats", "tls", "ws", "wss":
-		default:
-			return nil, fmt.Errorf("NATS URL %q must start with nats://, tls://, ws:// or wss://", raw)
+		if !slices.Contains(URLSchemes, u.Scheme) {
+			return nil, fmt.Errorf("NATS URL %q has scheme %s://, which NATS does not speak: give host:port or %s", raw, u.Scheme, schemeList("host:port"))
 		}
-		if u.Host == "" {
-			return nil, fmt.Errorf("NATS URL %q has no host", raw)
+		if u.Host == "" || u.Hostname() == "" {
+			return nil, fmt.Errorf("NATS URL %q has no host: give e.g. %s://nats.example.com:4222", raw, u.Scheme)
 		}
-		out = append(out, raw)
+		if p := u.Port(); p != "" {
+			if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+				return nil, fmt.Errorf("NATS URL %q has port %s: a port is 1 to 65535 (NATS listens on 4222 by default)", raw, p)
+			}
+		}
+		if u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.Fragment != "" {
+			return nil, fmt.Errorf("NATS URL %q has a path or query, which NATS does not use: give only %s://host:port", raw, u.Scheme)
+		}
+		if u.Scheme == "ws" || u.Scheme == "wss" {
+			websocket++
+		}
+		out = append(out, full)
 	}
 	if len(out) == 0 {
 		return nil, errors.New("no NATS URL given: set --nats-url or HOMELAB_DEPLOY_NATS_URL (e.g. nats://nats.example.com:4222)")
 	}
+	if websocket != 0 && websocket != len(out) {
+		return nil, fmt.Errorf("NATS URLs %q mix websocket (ws://, wss://) and plain (nats://, tls://) servers: a client speaks one or the other, so list only one kind", s)
+	}
 	return out, nil
 }
 
-// CheckSeedFile refuses seed files that are missing, not regular files, or
-// readable by group or others. It never reads the seed into a log.
+// schemeList renders the accepted schemes for error messages.
+func schemeList(suffix string) string {
+	parts := make([]string, len(URLSchemes))
+	for i, sc := range URLSchemes {
+		parts[i] = sc + "://" + suffix
+	}
+	return strings.Join(parts[:len(parts)-1], ", ") + " or " + parts[len(parts)-1]
+}
+
+// maxSeedFileSize bounds what CheckSeedFile reads: a seed file is one line of
+// 58 characters (nk and keygen add a newline, a creds file a few hundred
+// bytes more).
+const maxSeedFileSize = 64 << 10
+
+// CheckSeedFile refuses seed files that are missing, not regular files, not
+// an NKey user seed, or readable by group or others. The content is checked
+// before the mode: telling someone to chmod a public key file would send
+// them off fixing the wrong thing. Error messages never quote the file's
+// content, except the start of a public key (which is not secret).
 func CheckSeedFile(path string) error {
 	if path == "" {
 		return errors.New("no NKey seed file given: set --nkey-file (create one with `homelab-deploy keygen --out FILE`)")
@@ -93,12 +153,55 @@ func CheckSeedFile(path string) error {
 		return fmt.Errorf("NKey seed file: %w", err)
 	}
 	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("NKey seed file %s is not a regular file", path)
+		return fmt.Errorf("NKey seed file %s is not a regular file: give the seed file (starts with SU) that `homelab-deploy keygen` wrote", path)
+	}
+	if fi.Size() > maxSeedFileSize {
+		return fmt.Errorf("NKey seed file %s is %d bytes, too big for a seed: give the seed file (starts with SU) that `homelab-deploy keygen` wrote", path, fi.Size())
+	}
+	content, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("NKey seed file: %w (run as the user that owns it)", err)
+	}
+	defer clear(content)
+	if err := checkSeedContent(path, content); err != nil {
+		return err
 	}
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
 		return fmt.Errorf("NKey seed file %s has mode %04o and can be read by other users: run `chmod 600 %s`", path, perm, path)
 	}
 	return nil
+}
+
+// checkSeedContent says what content is, when it is not a user seed.
+func checkSeedContent(path string, content []byte) error {
+	const give = "give the seed file (starts with SU) that `homelab-deploy keygen` wrote"
+	kp, err := nkeys.ParseDecoratedNKey(content)
+	if err == nil {
+		defer kp.Wipe()
+		pub, err := kp.PublicKey()
+		if err != nil || !nkeys.IsValidPublicUserKey(pub) {
+			// An operator or account seed (SO…, SA…): a seed, but not one
+			// a NATS user authenticates with.
+			return fmt.Errorf("NKey seed file %s holds an operator or account seed, not a user seed: %s", path, give)
+		}
+		return nil
+	}
+	first := strings.TrimSpace(string(content))
+	if i := strings.IndexAny(first, " \t\r\n"); i >= 0 {
+		first = first[:i]
+	}
+	if nkeys.IsValidPublicKey(first) {
+		// Public keys are not secret, and their start tells which one it is.
+		shown := first[:min(len(first), 8)] + "…"
+		if nkeys.IsValidPublicUserKey(first) {
+			return fmt.Errorf("%s is a public key (%s), not a seed: %s", path, shown, give)
+		}
+		return fmt.Errorf("%s is a public key (%s) and not of a user, not a seed: %s", path, shown, give)
+	}
+	if len(first) == 0 {
+		return fmt.Errorf("NKey seed file %s is empty: %s", path, give)
+	}
+	return fmt.Errorf("NKey seed file %s does not hold an NKey user seed (a line starting with SU): %s", path, give)
 }
 
 // Connect applies the connection policy: NKey authentication from a seed file
@@ -115,13 +218,17 @@ func Connect(ctx context.Context, o ConnectOptions) (*Conn, error) {
 	}
 	nkeyOpt, err := nats.NkeyOptionFromSeed(o.NKeyFile)
 	if err != nil {
-		return nil, fmt.Errorf("NKey seed file %s: %w (it must hold a user seed starting with SU)", o.NKeyFile, errors.Unwrap(err))
+		// CheckSeedFile read the same file a moment ago; this is a race
+		// with someone rewriting it.
+		return nil, fmt.Errorf("NKey seed file %s: %w: give the seed file (starts with SU) that `homelab-deploy keygen` wrote", o.NKeyFile, err)
 	}
 	logger := o.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	c := &Conn{logger: logger, watchers: map[*permWatch]struct{}{}, reconnects: map[chan struct{}]struct{}{}}
+	c := &Conn{logger: logger, watchers: map[*permWatch]struct{}{}, reconnects: map[chan struct{}]struct{}{},
+		up: make(chan struct{}), closed: make(chan struct{})}
+	servers := redactURLs(urls)
 	opts := []nats.Option{
 		nkeyOpt,
 		nats.Name(o.Name),
@@ -136,9 +243,17 @@ func Connect(ctx context.Context, o ConnectOptions) (*Conn, error) {
 			} else if !nc.IsClosed() {
 				logger.Warn("NATS disconnected")
 			}
+			if !nc.IsClosed() {
+				c.lastErr.Store("")
+				down := c.setUp(false)
+				if o.Wait {
+					go c.warnWhileDown(down, time.Now(), servers)
+				}
+			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			logger.Info("NATS reconnected", "server", nc.ConnectedUrlRedacted())
+			c.setUp(true)
 			c.notifyReconnect()
 		}),
 		nats.ConnectHandler(func(nc *nats.Conn) {
@@ -148,7 +263,14 @@ func Connect(ctx context.Context, o ConnectOptions) (*Conn, error) {
 				level = slog.LevelInfo
 			}
 			logger.Log(context.Background(), level, "NATS connected", "server", nc.ConnectedUrlRedacted())
+			c.setUp(true)
 		}),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				c.lastErr.Store(err.Error())
+			}
+		}),
+		nats.ClosedHandler(func(*nats.Conn) { close(c.closed) }),
 		nats.ErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
 			attrs := []any{"err", err}
 			if sub != nil {
@@ -172,7 +294,71 @@ func Connect(ctx context.Context, o ConnectOptions) (*Conn, error) {
 		return nil, fmt.Errorf("connect to NATS at %s: %w", strings.Join(urls, ","), err)
 	}
 	c.Conn = nc
+	if o.Wait && !nc.IsConnected() {
+		// RetryOnFailedConnect returned without a server. Say so now: the
+		// daemon goes on to log that it is ready, which is true only once
+		// NATS is reachable.
+		logger.Warn("NATS server not reachable yet: starting anyway and retrying in the background (check --nats-url and that nats-server runs)", "servers", servers)
+		c.mu.Lock()
+		down := c.up
+		c.mu.Unlock()
+		go c.warnWhileDown(down, time.Now(), servers)
+	}
 	return c, nil
+}
+
+// setUp records whether the connection is established and returns the
+// channel that is closed when it next is.
+func (c *Conn) setUp(up bool) <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case up && !c.isUp:
+		close(c.up)
+	case !up && c.isUp:
+		c.up = make(chan struct{})
+	}
+	c.isUp = up
+	return c.up
+}
+
+// warnWhileDown repeats a warning at doubling intervals until up is closed
+// (connected) or the connection is closed for good: without it a daemon
+// started before its NATS server, or cut off from it, would log nothing
+// more while it cannot do its job.
+func (c *Conn) warnWhileDown(up <-chan struct{}, since time.Time, servers string) {
+	delay := firstDownWarning
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	for {
+		select {
+		case <-up:
+			return
+		case <-c.closed:
+			return
+		case <-t.C:
+		}
+		attrs := []any{"servers", servers, "down_for", time.Since(since).Round(time.Second).String()}
+		if e, _ := c.lastErr.Load().(string); e != "" {
+			attrs = append(attrs, "err", e)
+		}
+		attrs = append(attrs, "next_warning_in", min(2*delay, maxDownWarningInterval).String())
+		c.logger.Warn("NATS server still not reachable; retrying", attrs...)
+		delay = min(2*delay, maxDownWarningInterval)
+		t.Reset(delay)
+	}
+}
+
+// redactURLs joins urls for logs, without any password in them.
+func redactURLs(urls []string) string {
+	out := make([]string, len(urls))
+	for i, raw := range urls {
+		out[i] = raw
+		if u, err := url.Parse(raw); err == nil {
+			out[i] = u.Redacted()
+		}
+	}
+	return strings.Join(out, ",")
 }
 
 // WatchPermission returns a channel that receives the server's permission

@@ -10,15 +10,18 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
+	"log/slog"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nkeys"
 
 	"github.com/homelab-deploy/homelab-deploy/internal/testenv"
 	"github.com/homelab-deploy/homelab-deploy/protocol"
@@ -48,6 +51,64 @@ func TestCheckSeedFileRefusesReadableSeeds(t *testing.T) {
 	}
 }
 
+// The content is judged before the mode: a public key at 0644 is told it is
+// a public key, not to chmod it; nothing else is quoted from the file.
+func TestCheckSeedFileSaysWhatTheFileIs(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	c := testenv.NewCred(t, dir, "u", protocol.Permissions{})
+	seed, err := os.ReadFile(c.SeedFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	account, err := nkeys.CreateAccount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	accountSeed, _ := account.Seed()
+	accountPub, _ := account.PublicKey()
+	tests := []struct {
+		name, content string
+		mode          os.FileMode
+		want          []string
+	}{
+		{"user public key", c.Public + "\n", 0o644, []string{"is a public key (" + c.Public[:8] + "…), not a seed", "starts with SU", "homelab-deploy keygen"}},
+		{"account public key", accountPub, 0o600, []string{"is a public key (" + accountPub[:8] + "…) and not of a user"}},
+		{"account seed", string(accountSeed), 0o600, []string{"operator or account seed, not a user seed"}},
+		{"garbage", "SUnot-really-a-seed-but-secret\n", 0o644, []string{"does not hold an NKey user seed", "starts with SU"}},
+		{"empty", "", 0o600, []string{"is empty"}},
+		{"loose seed", string(seed), 0o644, []string{"chmod 600"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			path := filepath.Join(t.TempDir(), "key")
+			if err := os.WriteFile(path, []byte(tt.content), tt.mode); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(path, tt.mode); err != nil {
+				t.Fatal(err)
+			}
+			err := protocol.CheckSeedFile(path)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			msg := err.Error()
+			for _, w := range tt.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("error %q does not say %q", msg, w)
+				}
+			}
+			if tt.name != "loose seed" && strings.Contains(msg, "chmod") {
+				t.Errorf("error %q tells to chmod a file that is not a seed", msg)
+			}
+			if strings.Contains(msg, "secret") || strings.Contains(msg, string(accountSeed)) || strings.Contains(msg, strings.TrimSpace(string(seed))) {
+				t.Errorf("error %q quotes the file's content", msg)
+			}
+		})
+	}
+}
+
 func TestConnectRefusesNonUserSeed(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "bad.nkey")
@@ -55,7 +116,7 @@ func TestConnectRefusesNonUserSeed(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := protocol.Connect(context.Background(), protocol.ConnectOptions{URLs: "nats://127.0.0.1:1", NKeyFile: path})
-	if err == nil || !strings.Contains(err.Error(), "SU") {
+	if err == nil || !strings.Contains(err.Error(), "SU") || strings.Contains(err.Error(), "%!") {
 		t.Fatalf("err = %v", err)
 	}
 	if strings.Contains(fmt.Sprint(err), "not a seed") {
@@ -65,26 +126,55 @@ func TestConnectRefusesNonUserSeed(t *testing.T) {
 
 func TestParseURLs(t *testing.T) {
 	t.Parallel()
-	got, err := protocol.ParseURLs(" nats://a:4222, tls://b:4222 ,,ws://c:80")
-	if err != nil || strings.Join(got, ",") != "nats://a:4222,tls://b:4222,ws://c:80" {
-		t.Fatalf("%q %v", got, err)
+	ok := map[string]string{
+		" nats://a:4222, tls://b:4222 ,,nats://c:80": "nats://a:4222,tls://b:4222,nats://c:80",
+		// natscli and nats.go read a URL without scheme as nats://.
+		"127.0.0.1:4222":          "nats://127.0.0.1:4222",
+		"nats.example.com":        "nats://nats.example.com",
+		"a:4222,b:4222":           "nats://a:4222,nats://b:4222",
+		"[::1]:4222":              "nats://[::1]:4222",
+		"ws://a:80,wss://b:443":   "ws://a:80,wss://b:443",
+		"nats://user:pass@a:4222": "nats://user:pass@a:4222",
+		"tls://nats.example.com/": "tls://nats.example.com/",
 	}
-	for _, bad := range []string{"", ",", "http://a", "a:4222", "nats://"} {
-		if _, err := protocol.ParseURLs(bad); err == nil {
-			t.Errorf("ParseURLs(%q) accepted", bad)
+	for in, want := range ok {
+		got, err := protocol.ParseURLs(in)
+		if err != nil || strings.Join(got, ",") != want {
+			t.Errorf("ParseURLs(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	bad := map[string]string{
+		"":                       "no NATS URL given",
+		",":                      "no NATS URL given",
+		"http://a":               "nats://host:port, tls://host:port, ws://host:port or wss://host:port",
+		"https://a:4222":         "scheme https://",
+		"nats://":                "has no host",
+		"a:99999":                "port 99999",
+		"a:4222/path":            "path",
+		"nats://a:4222,ws://b:1": "mix websocket",
+		"nats://a b":             "does not parse",
+	}
+	for in, want := range bad {
+		_, err := protocol.ParseURLs(in)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ParseURLs(%q) = %v; want an error saying %q", in, err, want)
 		}
 	}
 }
 
 func FuzzParseURLs(f *testing.F) {
 	f.Add("nats://a:4222,tls://b:4222")
+	f.Add("127.0.0.1:4222")
+	f.Add("http://a")
+	f.Add("host")
 	f.Fuzz(func(t *testing.T, s string) {
 		urls, err := protocol.ParseURLs(s)
 		if err != nil {
 			return
 		}
 		for _, u := range urls {
-			if strings.Contains(u, ",") || !strings.Contains(u, "://") {
+			scheme, _, ok := strings.Cut(u, "://")
+			if strings.Contains(u, ",") || !ok || !slices.Contains(protocol.URLSchemes, scheme) {
 				t.Fatalf("accepted %q", u)
 			}
 		}
@@ -165,4 +255,106 @@ func selfSignedCA(t *testing.T, dir string) (string, *tls.Config) {
 		t.Fatal(err)
 	}
 	return caFile, &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{srvDER}, PrivateKey: srvKey}}, MinVersion: tls.VersionTLS12}
+}
+
+// chanHandler sends every log record to a channel, so a test waits for the
+// record it expects instead of sleeping.
+type chanHandler chan slog.Record
+
+func (h chanHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h chanHandler) Handle(_ context.Context, r slog.Record) error {
+	h <- r
+	return nil
+}
+func (h chanHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h chanHandler) WithGroup(string) slog.Handler      { return h }
+
+// nextLog waits for a record whose message contains msg and returns it,
+// failing the test after d; records before it are returned in skipped.
+func nextLog(t *testing.T, logs <-chan slog.Record, msg string, d time.Duration) (rec slog.Record, skipped []string) {
+	t.Helper()
+	timeout := time.After(d)
+	for {
+		select {
+		case r := <-logs:
+			if strings.Contains(r.Message, msg) {
+				return r, skipped
+			}
+			skipped = append(skipped, r.Message)
+		case <-timeout:
+			t.Fatalf("no log %q within %s; got %q", msg, d, skipped)
+		}
+	}
+}
+
+// A daemon (Wait) started before its NATS server warns at once that the
+// server is not reachable, warns again while it stays so, and logs when it
+// finally connects.
+func TestConnectWaitWarnsUntilServerIsUp(t *testing.T) {
+	t.Parallel()
+	cred := testenv.NewCred(t, t.TempDir(), "u", protocol.Permissions{})
+	port := freePort(t)
+	logs := make(chan slog.Record, 1000)
+	c, err := protocol.Connect(context.Background(), protocol.ConnectOptions{
+		URLs: fmt.Sprintf("127.0.0.1:%d", port), NKeyFile: cred.SeedFile, Wait: true, Logger: slog.New(chanHandler(logs)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	// The first warning comes before Connect returns, so before a daemon
+	// could log that it is ready.
+	select {
+	case r := <-logs:
+		if r.Level != slog.LevelWarn || !strings.Contains(r.Message, "not reachable yet") {
+			t.Fatalf("first log is %v %q, want the not-reachable warning", r.Level, r.Message)
+		}
+	default:
+		t.Fatal("Connect returned without warning that no server is reachable")
+	}
+	r, _ := nextLog(t, logs, "still not reachable", 10*time.Second)
+	if r.Level != slog.LevelWarn {
+		t.Errorf("repeated warning has level %v", r.Level)
+	}
+	attrs := map[string]string{}
+	r.Attrs(func(a slog.Attr) bool { attrs[a.Key] = a.Value.String(); return true })
+	if attrs["down_for"] == "" || attrs["next_warning_in"] != "2s" || !strings.Contains(attrs["servers"], fmt.Sprint(port)) {
+		t.Errorf("repeated warning attrs %v: want down_for, next_warning_in=2s and the server", attrs)
+	}
+
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, NoLog: true, NoSigs: true,
+		Nkeys: []*server.NkeyUser{{Nkey: cred.Public}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	t.Cleanup(s.Shutdown)
+	r, _ = nextLog(t, logs, "NATS connected", 15*time.Second)
+	if r.Level != slog.LevelInfo {
+		t.Errorf("connected is logged at %v, want info", r.Level)
+	}
+	if !c.IsConnected() {
+		t.Error("not connected after logging so")
+	}
+}
+
+// A one-shot command (no Wait) fails at once instead of warning.
+func TestConnectWithoutWaitFailsFast(t *testing.T) {
+	t.Parallel()
+	cred := testenv.NewCred(t, t.TempDir(), "u", protocol.Permissions{})
+	logs := make(chan slog.Record, 100)
+	_, err := protocol.Connect(context.Background(), protocol.ConnectOptions{
+		URLs: fmt.Sprintf("127.0.0.1:%d", freePort(t)), NKeyFile: cred.SeedFile, Logger: slog.New(chanHandler(logs)),
+	})
+	if err == nil || !strings.Contains(err.Error(), "connect to NATS at nats://127.0.0.1:") {
+		t.Fatalf("err = %v, want a connect error naming the URL", err)
+	}
+	select {
+	case r := <-logs:
+		if strings.Contains(r.Message, "reachable") {
+			t.Errorf("a one-shot connection logged %q", r.Message)
+		}
+	default:
+	}
 }

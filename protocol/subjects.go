@@ -74,8 +74,11 @@ func ValidateLiteralSubject(s string) error {
 }
 
 // ParseDeploySubject parses a subject a deployer publishes to. It accepts the
-// three standard shapes, and other literal subjects under "deploy." that are
-// not reserved (responses, discover) as custom group subjects.
+// three standard shapes, and other literal subjects under "deploy.<tier>."
+// as custom group subjects. The second token must be a tier: a typo such as
+// deploy.tset.host would otherwise go out as a custom subject that no
+// listener hears and that the credential may not publish to, and the user
+// would be told about permissions instead of the tier.
 func ParseDeploySubject(s string) (Target, error) {
 	if err := ValidateLiteralSubject(s); err != nil {
 		return Target{}, err
@@ -87,33 +90,36 @@ func ParseDeploySubject(s string) (Target, error) {
 	if toks[1] == "responses" || toks[1] == "discover" {
 		return Target{}, fmt.Errorf("subject %q is reserved for replies and discovery", s)
 	}
-	if ValidateTier(toks[1]) == nil {
-		tier := toks[1]
-		switch {
-		case len(toks) == 3 && toks[2] == "all":
-			return Target{Subject: s, Kind: TargetAll, Tier: tier}, nil
-		case len(toks) == 3 && toks[2] == "role":
-			return Target{}, fmt.Errorf("subject %q lacks the role name: use deploy.%s.role.<role>", s, tier)
-		case len(toks) == 3:
-			if err := ValidateHostname(toks[2]); err != nil {
-				return Target{}, err
-			}
-			return Target{Subject: s, Kind: TargetHost, Tier: tier, Name: toks[2]}, nil
-		case len(toks) == 4 && toks[2] == "role":
-			if err := ValidateRole(toks[3]); err != nil {
-				return Target{}, err
-			}
-			return Target{Subject: s, Kind: TargetRole, Tier: tier, Name: toks[3]}, nil
-		}
-	}
-	if len(toks) >= 3 && toks[2] == "role" {
-		return Target{}, fmt.Errorf("subject %q: a role subject is deploy.<tier>.role.<role>", s)
-	}
 	if len(toks) < 3 {
-		return Target{}, fmt.Errorf("subject %q is too short: use deploy.<tier>.<hostname>, deploy.<tier>.all or deploy.<tier>.role.<role>", s)
+		return Target{}, fmt.Errorf("subject %q is too short: %s", s, subjectShapes)
+	}
+	tier := toks[1]
+	if ValidateTier(tier) != nil {
+		return Target{}, fmt.Errorf("subject %q: unknown tier %q: the tiers are %s (%s)", s, tier, strings.Join(Tiers, ", "), subjectShapes)
+	}
+	switch {
+	case len(toks) == 3 && toks[2] == "all":
+		return Target{Subject: s, Kind: TargetAll, Tier: tier}, nil
+	case len(toks) == 3 && toks[2] == "role":
+		return Target{}, fmt.Errorf("subject %q lacks the role name: use deploy.%s.role.<role>", s, tier)
+	case len(toks) == 3:
+		if err := ValidateHostname(toks[2]); err != nil {
+			return Target{}, err
+		}
+		return Target{Subject: s, Kind: TargetHost, Tier: tier, Name: toks[2]}, nil
+	case len(toks) == 4 && toks[2] == "role":
+		if err := ValidateRole(toks[3]); err != nil {
+			return Target{}, err
+		}
+		return Target{Subject: s, Kind: TargetRole, Tier: tier, Name: toks[3]}, nil
+	case toks[2] == "role":
+		return Target{}, fmt.Errorf("subject %q: a role subject is deploy.%s.role.<role>", s, tier)
 	}
 	return Target{Subject: s, Kind: TargetCustom}, nil
 }
+
+// subjectShapes tells the user which deploy subjects exist.
+const subjectShapes = "use deploy.<tier>.<hostname>, deploy.<tier>.all or deploy.<tier>.role.<role>"
 
 // TemplateVars are the values substituted into listener subject templates.
 type TemplateVars struct {

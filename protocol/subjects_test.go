@@ -48,7 +48,6 @@ func TestParseDeploySubject(t *testing.T) {
 		"deploy.test.testhost1":  {Subject: "deploy.test.testhost1", Kind: TargetHost, Tier: "test", Name: "testhost1"},
 		"deploy.prod.all":        {Subject: "deploy.prod.all", Kind: TargetAll, Tier: "prod"},
 		"deploy.prod.role.dns":   {Subject: "deploy.prod.role.dns", Kind: TargetRole, Tier: "prod", Name: "dns"},
-		"deploy.staging.x":       {Subject: "deploy.staging.x", Kind: TargetCustom},
 		"deploy.test.group.web1": {Subject: "deploy.test.group.web1", Kind: TargetCustom},
 	}
 	for s, want := range ok {
@@ -57,9 +56,28 @@ func TestParseDeploySubject(t *testing.T) {
 			t.Errorf("ParseDeploySubject(%q) = %+v, %v; want %+v", s, got, err, want)
 		}
 	}
-	for _, s := range []string{"", "deploy", "deploy.test", "deploy.test.*", "deploy.test.>", "deploy.>", "deploy.responses.x", "deploy.discover", "build.repo.all", "deploy.test.role", "deploy.test.a b", "deploy..x", "deploy.test.role.*", "deploy.test.role.a.b"} {
+	for _, s := range []string{"", "deploy", "deploy.test", "deploy.test.*", "deploy.test.>", "deploy.>", "deploy.responses.x", "deploy.discover", "build.repo.all", "deploy.test.role", "deploy.test.a b", "deploy..x", "deploy.test.role.*", "deploy.test.role.a.b", "deploy.staging.x", "deploy.tset.host.x"} {
 		if _, err := ParseDeploySubject(s); err == nil {
 			t.Errorf("ParseDeploySubject(%q) accepted", s)
+		}
+	}
+}
+
+// A mistyped tier is reported as such, with the tiers there are, instead of
+// going out as a custom subject that the credential may not publish to.
+func TestParseDeploySubjectUnknownTier(t *testing.T) {
+	t.Parallel()
+	for _, s := range []string{"deploy.tset.host", "deploy.staging.all", "deploy.Test.role.dns", "deploy.lab.a.b"} {
+		_, err := ParseDeploySubject(s)
+		if err == nil {
+			t.Errorf("ParseDeploySubject(%q) accepted", s)
+			continue
+		}
+		tier := strings.Split(s, ".")[1]
+		for _, want := range []string{`unknown tier "` + tier + `"`, "test, prod", "deploy.<tier>.<hostname>"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("ParseDeploySubject(%q) = %v; want it to mention %s", s, err, want)
+			}
 		}
 	}
 }
@@ -84,6 +102,10 @@ func FuzzParseDeploySubject(f *testing.F) {
 	f.Add("deploy.test.host")
 	f.Add("deploy.prod.role.dns")
 	f.Add("deploy.test.>")
+	f.Add("deploy.tset.host")
+	f.Add("deploy.test.group.web1")
+	f.Add("deploy.prod.role.dns.x")
+	f.Add("deploy.staging.all")
 	f.Fuzz(func(t *testing.T, s string) {
 		tg, err := ParseDeploySubject(s)
 		if err != nil {
@@ -91,6 +113,9 @@ func FuzzParseDeploySubject(f *testing.F) {
 		}
 		if strings.ContainsAny(s, "*> \t\r\n") || !strings.HasPrefix(s, "deploy.") || tg.Subject != s {
 			t.Fatalf("accepted %q as %+v", s, tg)
+		}
+		if ValidateTier(strings.Split(s, ".")[1]) != nil {
+			t.Fatalf("accepted %q whose second token is not a tier", s)
 		}
 	})
 }
