@@ -9,9 +9,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/homelab-deploy/homelab-deploy/protocol"
+	"github.com/homelab-deploy/homelab-deploy/protocol/gather"
 	"github.com/homelab-deploy/homelab-deploy/tools"
 )
 
@@ -129,48 +128,20 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, opts Options, p
 	subject := protocol.BuildSubject(req.Repo, req.Target)
 	res := Result{ID: id, Repo: req.Repo, Target: req.Target, Branch: req.Branch, Status: protocol.StatusFailed, Results: []protocol.BuildHostResult{}}
 
-	sub, err := conn.SubscribeSync(replyTo)
-	if err != nil {
-		return res, fmt.Errorf("build: subscribe to %s: %w", replyTo, err)
-	}
-	defer func() { _ = sub.Unsubscribe() }()
-	_ = sub.SetPendingLimits(-1, 64<<20)
-	pubErr, stopPub := conn.WatchPermission(subject)
-	defer stopPub()
-	subErr, stopSub := conn.WatchPermission(replyTo)
-	defer stopSub()
-
 	data, _ := json.Marshal(protocol.BuildRequest{ID: id, Repo: req.Repo, Target: req.Target, Branch: req.Branch, ReplyTo: replyTo})
-	if err := conn.ConfirmSubscription(replyTo); err != nil {
-		res.Message = fmt.Sprintf("nothing was sent: the NATS server refused to let this credential subscribe to %s (%v); a build client needs subscribe permission on build.responses.>", replyTo, err)
+	call, err := gather.Start(conn, subject, replyTo, data, gather.JSON[protocol.BuildResponse])
+	if refused := (*gather.SubscribeRefusedError)(nil); errors.As(err, &refused) {
+		res.Message = refused.Error() + "; a build client needs subscribe permission on build.responses.>"
 		return res, nil
 	}
-	start := time.Now()
-	if err := conn.PublishMsg(&nats.Msg{Subject: subject, Reply: replyTo, Data: data}); err != nil {
-		return res, fmt.Errorf("build: publish to %s: %w", subject, err)
+	if err != nil {
+		return res, fmt.Errorf("build: %w", err)
 	}
-	_ = conn.Flush()
+	defer call.Close()
+	start := call.Sent
 
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
-	msgs := make(chan *nats.Msg)
-	go func() {
-		for {
-			m, err := sub.NextMsgWithContext(ctx)
-			if errors.Is(err, nats.ErrNoResponders) {
-				// nats.go turns the server's 503 into this error.
-				m, err = &nats.Msg{Header: nats.Header{"Status": []string{"503"}}}, nil
-			}
-			if err != nil {
-				return
-			}
-			select {
-			case msgs <- m:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
 	finish := func(msg string) Result {
 		res.TotalDurationSeconds = protocol.Seconds(time.Since(start))
 		if msg != "" {
@@ -180,9 +151,9 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, opts Options, p
 	}
 	for {
 		select {
-		case err := <-pubErr:
-			return finish(fmt.Sprintf("the NATS server refused to let this credential publish to %s (%v); a build client needs publish permission on build.%s.*", subject, err, req.Repo)), nil
-		case err := <-subErr:
+		case <-call.PublishRefused():
+			return finish(fmt.Sprintf("this credential may not request builds of repo %s: the NATS server refused to let this credential publish to %s; a build client may only build the repos listed in its permissions (see `homelab-deploy nats-config`)", req.Repo, subject)), nil
+		case err := <-call.ReplyRefused():
 			return finish(fmt.Sprintf("the NATS server refused to let this credential subscribe to %s (%v); a build client needs subscribe permission on build.responses.>", replyTo, err)), nil
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.Canceled) {
@@ -190,65 +161,74 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, opts Options, p
 			}
 			res.ErrorCode = protocol.ErrTimeout
 			return finish(fmt.Sprintf("no final status from the builder within %s (%d of %d host(s) reported); the build may still be running there", time.Since(start).Round(time.Second), len(res.Results), res.HostsTotal)), nil
-		case m := <-msgs:
-			if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
+		case m := <-call.Msgs():
+			switch m.Kind {
+			case gather.NoResponders:
 				return finish(fmt.Sprintf("no builder answered for repo %s: no builder is subscribed to %s (is one running with %s in its config?)", req.Repo, protocol.BuildRepoWildcard(req.Repo), req.Repo)), nil
-			}
-			var r protocol.BuildResponse
-			if len(m.Data) > 1<<20 || json.Unmarshal(m.Data, &r) != nil || !r.Clean() {
-				opts.Logger.Warn("ignoring malformed build response", "subject", m.Subject, "bytes", len(m.Data))
+			case gather.Oversized, gather.Malformed:
+				opts.Logger.Warn("ignoring malformed build response", "subject", m.Subject, "bytes", m.Size)
 				continue
 			}
+			r := m.Value
 			if r.ID != "" && r.ID != id {
 				continue
 			}
-			elapsed := time.Since(start)
-			if r.Branch != "" {
-				res.Branch = r.Branch
-			}
-			switch r.Status {
-			case protocol.StatusStarted:
-				res.HostsTotal = r.HostsTotal
-				progress.Emit(tools.Event{Status: r.Status, Message: r.Message, Total: r.HostsTotal, Elapsed: elapsed})
-			case protocol.StatusProgress:
-				ok := r.HostSuccess != nil && *r.HostSuccess
-				hr := protocol.BuildHostResult{Host: r.Host, Success: ok, DurationSeconds: protocol.RoundSeconds(r.Duration), Error: r.Error, ErrorCode: r.ErrorCode, OutPath: r.OutPath}
-				res.Results = append(res.Results, hr)
-				if r.HostsTotal > 0 {
-					res.HostsTotal = r.HostsTotal
-				}
-				ev := tools.Event{Host: r.Host, Status: protocol.StatusCompleted, Message: r.Message, Done: r.HostsCompleted, Total: r.HostsTotal,
-					Elapsed: elapsed, Duration: time.Duration(r.Duration * float64(time.Second))}
-				if !ok {
-					ev.Status, ev.Error = protocol.StatusFailed, r.ErrorCode
-					if ev.Error == protocol.ErrNone {
-						ev.Error = protocol.ErrBuildFailed
-					}
-				}
-				progress.Emit(ev)
-			case protocol.StatusCompleted, protocol.StatusFailed, protocol.StatusRejected:
-				res.Status = r.Status
-				res.ErrorCode = r.ErrorCode
-				res.Error = r.Error
-				if r.Results != nil || r.Status != protocol.StatusRejected {
-					res.Results = append([]protocol.BuildHostResult{}, r.Results...)
-					for i := range res.Results {
-						res.Results[i].DurationSeconds = protocol.RoundSeconds(res.Results[i].DurationSeconds)
-					}
-				}
-				res.Succeeded, res.Failed = r.Succeeded, r.Failed
-				if n := len(r.Results); n > res.HostsTotal {
-					res.HostsTotal = n
-				}
-				res.Success = r.Status == protocol.StatusCompleted && r.Failed == 0
-				msg := r.Message
-				if msg == "" {
-					msg = "build " + string(r.Status)
-				}
-				return finish(msg), nil
-			default:
-				opts.Logger.Warn("ignoring build response with an unknown status", "status", r.Status)
+			if final := res.apply(r, time.Since(start), progress, opts.Logger); final != "" {
+				return finish(final), nil
 			}
 		}
 	}
+}
+
+// apply takes one status from the builder into the result, emitting its
+// event, and returns the message of a final status ("" while the build
+// goes on).
+func (res *Result) apply(r protocol.BuildResponse, elapsed time.Duration, progress tools.Progress, logger *slog.Logger) string {
+	if r.Branch != "" {
+		res.Branch = r.Branch
+	}
+	switch r.Status {
+	case protocol.StatusStarted:
+		res.HostsTotal = r.HostsTotal
+		progress.Emit(tools.Event{Status: r.Status, Message: r.Message, Total: r.HostsTotal, Elapsed: elapsed})
+	case protocol.StatusProgress:
+		ok := r.HostSuccess != nil && *r.HostSuccess
+		hr := protocol.BuildHostResult{Host: r.Host, Success: ok, DurationSeconds: protocol.RoundSeconds(r.Duration), Error: r.Error, ErrorCode: r.ErrorCode, OutPath: r.OutPath}
+		res.Results = append(res.Results, hr)
+		if r.HostsTotal > 0 {
+			res.HostsTotal = r.HostsTotal
+		}
+		ev := tools.Event{Host: r.Host, Status: protocol.StatusCompleted, Message: r.Message, Done: r.HostsCompleted, Total: r.HostsTotal,
+			Elapsed: elapsed, Duration: time.Duration(r.Duration * float64(time.Second))}
+		if !ok {
+			ev.Status, ev.Error = protocol.StatusFailed, r.ErrorCode
+			if ev.Error == protocol.ErrNone {
+				ev.Error = protocol.ErrBuildFailed
+			}
+		}
+		progress.Emit(ev)
+	case protocol.StatusCompleted, protocol.StatusFailed, protocol.StatusRejected:
+		res.Status = r.Status
+		res.ErrorCode = r.ErrorCode
+		res.Error = r.Error
+		if r.Results != nil || r.Status != protocol.StatusRejected {
+			res.Results = append([]protocol.BuildHostResult{}, r.Results...)
+			for i := range res.Results {
+				res.Results[i].DurationSeconds = protocol.RoundSeconds(res.Results[i].DurationSeconds)
+			}
+		}
+		res.Succeeded, res.Failed = r.Succeeded, r.Failed
+		if n := len(r.Results); n > res.HostsTotal {
+			res.HostsTotal = n
+		}
+		res.Success = r.Status == protocol.StatusCompleted && r.Failed == 0
+		msg := r.Message
+		if msg == "" {
+			msg = "build " + string(r.Status)
+		}
+		return msg
+	default:
+		logger.Warn("ignoring build response with an unknown status", "status", r.Status)
+	}
+	return ""
 }

@@ -10,9 +10,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/homelab-deploy/homelab-deploy/protocol"
+	"github.com/homelab-deploy/homelab-deploy/protocol/gather"
 	"github.com/homelab-deploy/homelab-deploy/tools"
 	"github.com/homelab-deploy/homelab-deploy/tools/listhosts"
 )
@@ -106,15 +105,6 @@ func (r Result) Summary() string {
 	return b.String()
 }
 
-// answer is one message on the reply subject, decoded.
-type answer struct {
-	resp         protocol.DeployResponse
-	subject      string
-	size         int
-	malformed    bool
-	noResponders bool // the server's "no responders" status
-}
-
 type hostState struct {
 	resp     protocol.DeployResponse
 	firstAt  time.Duration
@@ -152,37 +142,6 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, opts Options, p
 	replyTo := protocol.DeployResponsesPrefix + id
 	res := Result{ID: id, Subject: req.Subject, Action: req.Action, Revision: req.Revision}
 
-	// An asynchronous subscription whose callback decodes each answer while
-	// the loop below handles the previous one. SubscribeSync would allocate
-	// a 64K-slot (512 KiB) channel for every request, which cost more than a
-	// whole single-host deploy (see docs/BENCHMARKS.md).
-	msgs := make(chan answer, 64)
-	stop := make(chan struct{})
-	sub, err := conn.Subscribe(replyTo, func(m *nats.Msg) {
-		a := answer{subject: m.Subject, size: len(m.Data)}
-		switch {
-		case len(m.Data) == 0 && m.Header.Get("Status") == "503":
-			// The server tells us at once that nobody is subscribed.
-			a.noResponders = true
-		case len(m.Data) > protocol.MaxMessageSize*4 || json.Unmarshal(m.Data, &a.resp) != nil || !a.resp.Clean():
-			a.malformed = true
-		}
-		select {
-		case msgs <- a:
-		case <-stop:
-		}
-	})
-	if err != nil {
-		return res, fmt.Errorf("deploy: subscribe to %s: %w", replyTo, err)
-	}
-	defer func() { _ = sub.Unsubscribe() }()
-	defer close(stop)
-	_ = sub.SetPendingLimits(-1, 64<<20)
-
-	permErr, stopWatch := conn.WatchPermission(req.Subject)
-	defer stopWatch()
-	subErr, stopSubWatch := conn.WatchPermission(replyTo)
-	defer stopSubWatch()
 	// After a reconnection, statuses sent while this deployer was away are
 	// lost; lostCheck finds the hosts that finished meanwhile (lost.go).
 	reconnected, stopReconnectWatch := conn.WatchReconnect()
@@ -191,15 +150,16 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, opts Options, p
 	defer lost.stop()
 
 	data, _ := json.Marshal(protocol.DeployRequest{ID: id, Action: req.Action, Revision: req.Revision, ReplyTo: replyTo})
-	if err := conn.ConfirmSubscription(replyTo); err != nil {
-		res.Message = fmt.Sprintf("nothing was sent: the NATS server refused to let this credential subscribe to %s (%v); a deployer needs subscribe permission on deploy.responses.>", replyTo, err)
+	call, err := gather.Start(conn, req.Subject, replyTo, data, gather.JSON[protocol.DeployResponse])
+	if refused := (*gather.SubscribeRefusedError)(nil); errors.As(err, &refused) {
+		res.Message = refused.Error() + "; a deployer needs subscribe permission on deploy.responses.>"
 		return res, nil
 	}
-	start := time.Now()
-	if err := conn.PublishMsg(&nats.Msg{Subject: req.Subject, Reply: replyTo, Data: data}); err != nil {
-		return res, fmt.Errorf("deploy: publish to %s: %w", req.Subject, err)
+	if err != nil {
+		return res, fmt.Errorf("deploy: %w", err)
 	}
-	_ = conn.Flush()
+	defer call.Close()
+	start := call.Sent
 
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
@@ -222,36 +182,23 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, opts Options, p
 
 	for {
 		select {
-		case err := <-permErr:
-			return finish(fmt.Sprintf("the NATS server refused to let this credential publish to %s (%v); use a credential allowed for that tier", req.Subject, err)), nil
-		case err := <-subErr:
+		case <-call.PublishRefused():
+			return finish(fmt.Sprintf("this credential may not deploy to tier %s (the NATS server refused to let this credential publish to %s); use a credential allowed for that tier (the admin deployer for prod)", target.Tier, req.Subject)), nil
+		case err := <-call.ReplyRefused():
 			return finish(fmt.Sprintf("the NATS server refused to let this credential subscribe to %s (%v), after the request was sent: hosts may be deploying, but their statuses cannot reach this credential; a deployer needs subscribe permission on deploy.responses.>", replyTo, err)), nil
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.Canceled) {
 				collect(&res, hosts)
 				return finish(interrupted(&res)), ctx.Err()
 			}
-			// The ceiling is DeployTimeout or the caller's own deadline,
-			// whichever came first: say how long was actually waited.
-			waited := time.Since(start).Round(time.Second)
-			var lost []string
-			for name, h := range hosts {
-				if !h.terminal {
-					lost = append(lost, name)
-					h.terminal = true
-					done++
-					h.resp.Message = fmt.Sprintf("no final status within %s (last status: %s); the deploy may still be running on the host", waited, h.resp.Status)
-					h.resp.Status = protocol.StatusFailed
-					h.resp.Error = protocol.ErrTimeout
-					h.lastAt = time.Since(start)
-				}
-			}
+			elapsed := time.Since(start)
+			silent := timeOut(hosts, elapsed)
+			done += len(silent)
 			collect(&res, hosts)
 			if len(hosts) == 0 {
-				return finish(fmt.Sprintf("no host answered on %s within %s", req.Subject, waited)), nil
+				return finish(fmt.Sprintf("no host answered on %s within %s", req.Subject, elapsed.Round(time.Second))), nil
 			}
-			sort.Strings(lost)
-			return finish(fmt.Sprintf("timed out after %s waiting for %s", waited, strings.Join(lost, ", "))), nil
+			return finish(fmt.Sprintf("timed out after %s waiting for %s", elapsed.Round(time.Second), strings.Join(silent, ", "))), nil
 		case <-reconnected:
 			lost.start()
 		case <-lost.tick():
@@ -283,18 +230,18 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, opts Options, p
 				collect(&res, hosts)
 				return finish(verdict(&res)), nil
 			}
-		case a := <-msgs:
-			if a.noResponders {
+		case m := <-call.Msgs():
+			switch m.Kind {
+			case gather.NoResponders:
 				if len(hosts) == 0 {
-					return finish(fmt.Sprintf("no listener is subscribed to %s: check the subject (hostname, tier, role) with `homelab-deploy list-hosts`", req.Subject)), nil
+					return finish(fmt.Sprintf("no listener is subscribed to %s: check the target with list_hosts (homelab-deploy list-hosts)", req.Subject)), nil
 				}
 				continue
-			}
-			if a.malformed {
-				opts.Logger.Warn("ignoring malformed deploy response", "subject", a.subject, "bytes", a.size)
+			case gather.Oversized, gather.Malformed:
+				opts.Logger.Warn("ignoring malformed deploy response", "subject", m.Subject, "bytes", m.Size)
 				continue
 			}
-			r := a.resp
+			r := m.Value
 			if r.ID != "" && r.ID != id {
 				continue
 			}
@@ -339,6 +286,27 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, opts Options, p
 			window.Reset(wait)
 		}
 	}
+}
+
+// timeOut marks every host without a final status as timed out, once the
+// ceiling is reached, and returns their names, sorted.
+func timeOut(hosts map[string]*hostState, elapsed time.Duration) []string {
+	// The ceiling is DeployTimeout or the caller's own deadline, whichever
+	// came first: say how long was actually waited.
+	waited := elapsed.Round(time.Second)
+	var names []string
+	for name, h := range hosts {
+		if !h.terminal {
+			names = append(names, name)
+			h.terminal = true
+			h.resp.Message = fmt.Sprintf("no final status within %s (last status: %s); the deploy may still be running on the host", waited, h.resp.Status)
+			h.resp.Status = protocol.StatusFailed
+			h.resp.Error = protocol.ErrTimeout
+			h.lastAt = elapsed
+		}
+	}
+	sort.Strings(names)
+	return names
 }
 
 func collect(res *Result, hosts map[string]*hostState) {

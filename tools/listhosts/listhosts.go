@@ -5,6 +5,7 @@ package listhosts
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -12,9 +13,8 @@ import (
 	"time"
 
 	"github.com/google/jsonschema-go/jsonschema"
-	"github.com/nats-io/nats.go"
-
 	"github.com/homelab-deploy/homelab-deploy/protocol"
+	"github.com/homelab-deploy/homelab-deploy/protocol/gather"
 	"github.com/homelab-deploy/homelab-deploy/tools"
 )
 
@@ -160,59 +160,20 @@ func Discover(ctx context.Context, conn *protocol.Conn, tier, subject string, op
 	}
 	id := protocol.NewID()
 	replyTo := protocol.DeployResponsesPrefix + id
-	// An asynchronous subscription feeding our own channel: SubscribeSync
-	// would allocate a 64K-slot (512 KiB) channel for every discovery.
-	msgs := make(chan *nats.Msg, 64)
-	stop := make(chan struct{})
-	sub, err := conn.Subscribe(replyTo, func(m *nats.Msg) {
-		select {
-		case msgs <- m:
-		case <-stop:
-		}
-	})
-	if err != nil {
-		return Result{}, fmt.Errorf("list_hosts: subscribe to %s: %w", replyTo, err)
-	}
-	defer func() { _ = sub.Unsubscribe() }()
-	defer close(stop)
-	_ = sub.SetPendingLimits(-1, 64<<20)
-	permErr, stopWatch := conn.WatchPermission(subject)
-	defer stopWatch()
-	replyErr, stopReplyWatch := conn.WatchPermission(replyTo)
-	defer stopReplyWatch()
-
 	data, _ := json.Marshal(protocol.DiscoverRequest{ID: id, ReplyTo: replyTo, Tier: tier})
-	if err := conn.ConfirmSubscription(replyTo); err != nil {
-		return Result{}, fmt.Errorf("the NATS server refused to let this credential subscribe to %s (%v); discovery needs subscribe permission on deploy.responses.>", replyTo, err)
+	call, err := gather.Start(conn, subject, replyTo, data, gather.JSON[protocol.DiscoverResponse])
+	if refused := (*gather.SubscribeRefusedError)(nil); errors.As(err, &refused) {
+		return Result{}, fmt.Errorf("%w; discovery needs subscribe permission on deploy.responses.>", refused)
 	}
-	if err := conn.PublishMsg(&nats.Msg{Subject: subject, Reply: replyTo, Data: data}); err != nil {
-		return Result{}, fmt.Errorf("list_hosts: publish to %s: %w", subject, err)
+	if err != nil {
+		return Result{}, fmt.Errorf("list_hosts: %w", err)
 	}
-	_ = conn.Flush()
+	defer call.Close()
 
 	ctx, cancel := context.WithTimeout(ctx, opts.Max)
 	defer cancel()
 	res := Result{Tier: tier, Hosts: []Host{}}
 	seen := map[string]bool{}
-	accept := func(m *nats.Msg) (Host, bool) {
-		var r protocol.DiscoverResponse
-		if len(m.Data) > protocol.MaxMessageSize*4 || json.Unmarshal(m.Data, &r) != nil {
-			opts.Logger.Warn("ignoring malformed discovery answer", "bytes", len(m.Data))
-			return Host{}, false
-		}
-		if r.ID != "" && r.ID != id || !r.Clean() {
-			return Host{}, false
-		}
-		if tier != "" && r.Tier != tier {
-			return Host{}, false
-		}
-		key := r.Tier + "/" + r.Hostname
-		if seen[key] {
-			return Host{}, false
-		}
-		seen[key] = true
-		return Host{Hostname: r.Hostname, Tier: r.Tier, Role: r.Role, Subjects: r.Subjects, Version: r.Version, Busy: r.Busy, LastDeploy: r.LastDeploy}, true
-	}
 	// The first answer gets a longer wait (listeners far away); then a
 	// short quiet period after the last answer ends the collection. One
 	// timer, reset per answer, not a context per answer.
@@ -220,11 +181,10 @@ func Discover(ctx context.Context, conn *protocol.Conn, tier, subject string, op
 	defer quiet.Stop()
 collect:
 	for {
-		var m *nats.Msg
 		select {
-		case e := <-permErr:
+		case e := <-call.PublishRefused():
 			return res, fmt.Errorf("the NATS server refused discovery on %s: %v", subject, e)
-		case e := <-replyErr:
+		case e := <-call.ReplyRefused():
 			return res, fmt.Errorf("the NATS server refused to let this credential subscribe to %s (%v); discovery needs subscribe permission on deploy.responses.>", replyTo, e)
 		case <-ctx.Done():
 			if ctx.Err() == context.Canceled {
@@ -233,13 +193,17 @@ collect:
 			break collect
 		case <-quiet.C:
 			break collect
-		case m = <-msgs:
-		}
-		if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
-			break collect // nobody listens for discovery
-		}
-		if h, ok := accept(m); ok {
-			res.Hosts = append(res.Hosts, h)
+		case m := <-call.Msgs():
+			switch m.Kind {
+			case gather.NoResponders:
+				break collect // nobody listens for discovery
+			case gather.Oversized, gather.Malformed:
+				opts.Logger.Warn("ignoring malformed discovery answer", "bytes", m.Size)
+			default:
+				if h, ok := accept(m.Value, id, tier, seen); ok {
+					res.Hosts = append(res.Hosts, h)
+				}
+			}
 		}
 		if len(seen) == 0 {
 			quiet.Reset(4 * opts.Quiet)
@@ -262,6 +226,24 @@ collect:
 		res.Message = fmt.Sprintf("%d host(s) answered", len(res.Hosts))
 	}
 	return res, nil
+}
+
+// accept turns one discovery answer into a host: the answer must carry the
+// request's id (or none), match the tier filter, and name a host not
+// seen yet.
+func accept(r protocol.DiscoverResponse, id, tier string, seen map[string]bool) (Host, bool) {
+	if r.ID != "" && r.ID != id {
+		return Host{}, false
+	}
+	if tier != "" && r.Tier != tier {
+		return Host{}, false
+	}
+	key := r.Tier + "/" + r.Hostname
+	if seen[key] {
+		return Host{}, false
+	}
+	seen[key] = true
+	return Host{Hostname: r.Hostname, Tier: r.Tier, Role: r.Role, Subjects: r.Subjects, Version: r.Version, Busy: r.Busy, LastDeploy: r.LastDeploy}, true
 }
 
 // Responder is the serve half: it answers discovery requests for one

@@ -1,0 +1,209 @@
+// Package gather is the request core shared by every request half (deploy,
+// build, discovery): subscribe to the reply subject, watch for the server's
+// permission refusals on the request subject and the reply subject, confirm
+// the reply subscription, publish with the NATS reply subject equal to
+// reply_to, and hand over each answer decoded and classified (an answer, the
+// server's "no responders", oversized, malformed). The callers keep only
+// their completion rules and the results they build.
+package gather
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/homelab-deploy/homelab-deploy/protocol"
+)
+
+// MaxResponseSize caps one answer on a reply subject; a larger one is
+// handed over as Oversized, undecoded. The largest legitimate answer is a
+// builder's final response: one result per host, each with up to 600 bytes
+// of Nix's output, which JSON escaping can grow sixfold (\u003c, \u001b):
+// some 200 KB for 50 hosts, and more for larger fleets. 1 MiB is also NATS's
+// default max_payload, so a server with default settings never delivers more.
+// Deploy statuses (a 2 KiB tail) and discovery answers are far below it.
+const MaxResponseSize = 1 << 20
+
+// Kind classifies one message on the reply subject.
+type Kind int
+
+// The kinds of message.
+const (
+	// Answer is a decoded answer (Msg.Value).
+	Answer Kind = iota
+	// NoResponders is the server's status that nobody is subscribed to the
+	// request subject: an empty body with header Status 503.
+	NoResponders
+	// Oversized is a message larger than MaxResponseSize; not decoded.
+	Oversized
+	// Malformed is a message the decoder refused (Msg.Err says why).
+	Malformed
+)
+
+func (k Kind) String() string {
+	switch k {
+	case Answer:
+		return "answer"
+	case NoResponders:
+		return "no responders"
+	case Oversized:
+		return "oversized"
+	case Malformed:
+		return "malformed"
+	}
+	return fmt.Sprintf("Kind(%d)", int(k))
+}
+
+// Msg is one message on the reply subject.
+type Msg[T any] struct {
+	Kind    Kind
+	Subject string
+	// Size is the length of the message body in bytes.
+	Size int
+	// Value is the decoded answer when Kind is Answer.
+	Value T
+	// Err is the decoder's error when Kind is Malformed.
+	Err error
+}
+
+// Decoder turns a message body into an answer, or refuses it.
+type Decoder[T any] func(data []byte) (T, error)
+
+// errUnusable is returned by JSON when an answer decodes but fails its
+// Clean check (a hostname that is not one token, …).
+var errUnusable = errors.New("answer fails its validation")
+
+// JSON decodes an answer as JSON, then sanitizes and checks it with its
+// Clean method (protocol.DeployResponse, BuildResponse, DiscoverResponse).
+func JSON[T any, PT interface {
+	*T
+	Clean() bool
+}](data []byte) (T, error) {
+	var v T
+	if err := json.Unmarshal(data, &v); err != nil {
+		return v, err
+	}
+	if !PT(&v).Clean() {
+		return v, errUnusable
+	}
+	return v, nil
+}
+
+// classify decides what one message on the reply subject is.
+func classify[T any](subject string, header nats.Header, data []byte, decode Decoder[T]) Msg[T] {
+	m := Msg[T]{Subject: subject, Size: len(data)}
+	switch {
+	case len(data) == 0 && header.Get("Status") == "503":
+		m.Kind = NoResponders
+	case len(data) > MaxResponseSize:
+		m.Kind = Oversized
+	default:
+		m.Value, m.Err = decode(data)
+		if m.Err != nil {
+			m.Kind = Malformed
+		}
+	}
+	return m
+}
+
+// SubscribeRefusedError says the server refused the reply subscription
+// before anything was published: the credential could never hear the
+// answers, so the request was not sent.
+type SubscribeRefusedError struct {
+	Subject string
+	Err     error
+}
+
+func (e *SubscribeRefusedError) Error() string {
+	return fmt.Sprintf("nothing was sent: the NATS server refused to let this credential subscribe to %s (%v)", e.Subject, e.Err)
+}
+
+func (e *SubscribeRefusedError) Unwrap() error { return e.Err }
+
+// Call is one request in flight. Read Msgs until the caller's completion
+// rules are met, watch PublishRefused and ReplyRefused, then Close.
+type Call[T any] struct {
+	// Sent is when the request was published.
+	Sent time.Time
+
+	msgs      chan Msg[T]
+	stop      chan struct{}
+	sub       *nats.Subscription
+	pubErr    <-chan error
+	replyErr  <-chan error
+	unwatch   []func()
+	closeOnce sync.Once
+}
+
+// Msgs delivers the messages on the reply subject, in arrival order.
+func (c *Call[T]) Msgs() <-chan Msg[T] { return c.msgs }
+
+// PublishRefused receives the server's refusal to let this credential
+// publish to the request subject, should one come: the request did not go out.
+func (c *Call[T]) PublishRefused() <-chan error { return c.pubErr }
+
+// ReplyRefused receives the server's refusal of the reply subscription
+// that arrives after the request was sent (the confirmation passed, or
+// could not be made): answers may be on their way but cannot arrive.
+func (c *Call[T]) ReplyRefused() <-chan error { return c.replyErr }
+
+// Close stops the watches and the subscription; messages not yet read are
+// dropped. It may be called more than once.
+func (c *Call[T]) Close() {
+	c.closeOnce.Do(func() {
+		for _, f := range c.unwatch {
+			f()
+		}
+		close(c.stop)
+		if c.sub != nil {
+			_ = c.sub.Unsubscribe()
+		}
+	})
+}
+
+// Start subscribes to replyTo, watches for permission refusals on subject
+// and replyTo, confirms the subscription (a *SubscribeRefusedError when the
+// server refused it: nothing was published), then publishes payload to
+// subject with the NATS reply subject set to replyTo and flushes. A
+// request to a subject nobody listens on then comes back at once as a
+// NoResponders message. The caller must Close the call.
+func Start[T any](conn *protocol.Conn, subject, replyTo string, payload []byte, decode Decoder[T]) (*Call[T], error) {
+	c := &Call[T]{msgs: make(chan Msg[T], 64), stop: make(chan struct{})}
+	// An asynchronous subscription whose callback decodes each answer while
+	// the caller handles the previous one. SubscribeSync would allocate a
+	// 64K-slot (512 KiB) channel for every request, which cost more than a
+	// whole single-host deploy (see docs/BENCHMARKS.md).
+	sub, err := conn.Subscribe(replyTo, func(m *nats.Msg) {
+		select {
+		case c.msgs <- classify(m.Subject, m.Header, m.Data, decode):
+		case <-c.stop:
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("subscribe to %s: %w", replyTo, err)
+	}
+	c.sub = sub
+	// The backlog is bounded by bytes only (64 MiB), not by message count:
+	// a large fleet's many small answers may arrive faster than they are read.
+	_ = sub.SetPendingLimits(-1, 64<<20)
+	pubErr, stopPub := conn.WatchPermission(subject)
+	replyErr, stopReply := conn.WatchPermission(replyTo)
+	c.pubErr, c.replyErr = pubErr, replyErr
+	c.unwatch = []func(){stopPub, stopReply}
+
+	if err := conn.ConfirmSubscription(replyTo); err != nil {
+		c.Close()
+		return nil, &SubscribeRefusedError{Subject: replyTo, Err: err}
+	}
+	c.Sent = time.Now()
+	if err := conn.PublishMsg(&nats.Msg{Subject: subject, Reply: replyTo, Data: payload}); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("publish to %s: %w", subject, err)
+	}
+	_ = conn.Flush()
+	return c, nil
+}
