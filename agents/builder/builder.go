@@ -6,7 +6,6 @@ package builder
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"time"
 
@@ -15,7 +14,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/homelab-deploy/homelab-deploy/agents/daemon"
-	"github.com/homelab-deploy/homelab-deploy/agents/metricsserver"
 	"github.com/homelab-deploy/homelab-deploy/protocol"
 	"github.com/homelab-deploy/homelab-deploy/tools/build"
 )
@@ -53,18 +51,13 @@ type Config struct {
 // Builder is a running builder.
 type Builder struct {
 	// Subjects are the subjects subscribed to, one build.<repo>.* per repo.
-	Subjects []string
-	Server   *build.Server
-	metrics  *metricsserver.Server
+	Subjects    []string
+	Server      *build.Server
+	metricsAddr string
 }
 
 // MetricsAddr returns the bound metrics address, or "".
-func (b *Builder) MetricsAddr() string {
-	if b.metrics == nil {
-		return ""
-	}
-	return b.metrics.Addr()
-}
+func (b *Builder) MetricsAddr() string { return b.metricsAddr }
 
 // Load checks the flags and reads the configuration file; the builder
 // refuses to start when either is wrong.
@@ -83,7 +76,9 @@ func (c *Config) Load() (*build.Config, error) {
 
 // Run runs the builder until ctx is cancelled (SIGTERM), then stops taking
 // requests, lets running builds finish within the grace period (or kills
-// them and reports them failed), and drains.
+// them and reports them failed), and drains. It refuses to start when nix
+// cannot build flakes, and fails when the NATS server refuses one of its
+// subscriptions.
 func Run(ctx context.Context, cfg Config) error {
 	bcfg, err := cfg.Load()
 	if err != nil {
@@ -92,68 +87,61 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.ShutdownGrace <= 0 {
-		cfg.ShutdownGrace = 30 * time.Second
-	}
 	if cfg.MetricsAddr == "" {
 		cfg.MetricsAddr = DefaultMetricsAddr
 	}
 	log := cfg.Logger.With("component", "builder")
-	names := bcfg.Names()
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m := build.NewMetrics(reg, names)
-
-	conn := cfg.Conn
-	if conn == nil {
-		conn, err = protocol.Connect(ctx, protocol.ConnectOptions{
-			URLs: cfg.NATSURL, NKeyFile: cfg.NKeyFile, CAFile: cfg.CAFile,
-			Name: "homelab-deploy builder", Wait: true, Logger: log,
-		})
-		if err != nil {
-			return err
-		}
+	if err := CheckNix(ctx, cfg.Nix, cfg.NixEnv, log); err != nil {
+		return err
+	}
+	conn, owned, err := daemon.Connect(ctx, cfg.Conn, protocol.ConnectOptions{
+		URLs: cfg.NATSURL, NKeyFile: cfg.NKeyFile, CAFile: cfg.CAFile,
+		Name: "homelab-deploy builder", Wait: true, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	if owned {
 		defer conn.Close()
 	}
+	names := bcfg.Names()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv, err := build.NewServer(build.ServerConfig{
 		Config: bcfg, Timeout: cfg.Timeout, MaxParallel: cfg.MaxParallel,
-		Nix: cfg.Nix, Env: cfg.NixEnv, Metrics: m, Logger: log,
+		Nix: cfg.Nix, Env: cfg.NixEnv, Metrics: build.NewMetrics(reg, names), Logger: log,
 		Publish: func(subject string, data []byte) error { return conn.Publish(subject, data) },
 	})
 	if err != nil {
 		return err
 	}
 	b := &Builder{Server: srv}
-
-	var subs []*nats.Subscription
+	var subs []daemon.Subscription
 	for _, name := range names {
 		subject := protocol.BuildRepoWildcard(name)
-		sub, err := conn.Subscribe(subject, func(msg *nats.Msg) { srv.Handle(msg.Subject, msg.Data) })
-		if err != nil {
-			return fmt.Errorf("subscribe to %s: %w", subject, err)
-		}
 		// Requests are tiny and handled at once; a flood is dropped rather
 		// than held in memory.
-		_ = sub.SetPendingLimits(4096, 4<<20)
-		subs = append(subs, sub)
+		subs = append(subs, daemon.Subscription{
+			Subject: subject, Handle: func(msg *nats.Msg) { srv.Handle(msg.Subject, msg.Data) },
+			PendingMsgs: 4096, PendingBytes: 4 << 20,
+		})
 		b.Subjects = append(b.Subjects, subject)
 	}
 	metricsAddr := ""
 	if cfg.MetricsEnabled {
 		metricsAddr = cfg.MetricsAddr
 	}
-	if b.metrics, err = daemon.Start(log, conn, reg, metricsAddr); err != nil {
-		return err
-	}
-	log.Info("builder ready", "subjects", b.Subjects, "repos", names, "timeout", cfg.Timeout, "max_parallel", cfg.MaxParallel, "version", cfg.Version)
-	if cfg.Ready != nil {
-		cfg.Ready(b)
-	}
-
-	<-ctx.Done()
-	log.Info("stopping: signal received", "busy", srv.Busy())
-	daemon.Stop(log, subs, srv, cfg.ShutdownGrace, b.metrics, conn, cfg.Conn == nil)
+	err = daemon.Run(ctx, daemon.Spec{
+		Name: "builder", Conn: conn, OwnsConn: owned, Subscriptions: subs,
+		Registry: reg, MetricsAddr: metricsAddr, Server: srv, Grace: cfg.ShutdownGrace, Logger: log,
+		Ready: func(addr string) {
+			b.metricsAddr = addr
+			log.Info("builder ready", "subjects", b.Subjects, "repos", names, "timeout", cfg.Timeout, "max_parallel", cfg.MaxParallel, "version", cfg.Version)
+			if cfg.Ready != nil {
+				cfg.Ready(b)
+			}
+		},
+	})
 	log.Info("builder stopped")
-	return nil
+	return err
 }

@@ -16,7 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/homelab-deploy/homelab-deploy/agents/daemon"
-	"github.com/homelab-deploy/homelab-deploy/agents/metricsserver"
 	"github.com/homelab-deploy/homelab-deploy/internal/selfupdate"
 	"github.com/homelab-deploy/homelab-deploy/protocol"
 	"github.com/homelab-deploy/homelab-deploy/tools/deploy"
@@ -63,22 +62,12 @@ type Config struct {
 
 // Listener is a running listener.
 type Listener struct {
-	cfg      Config
-	Subjects []string
-	conn     *protocol.Conn
-	server   *deploy.Server
-	metrics  *metricsserver.Server
-	restart  chan string
-	once     sync.Once
+	Subjects    []string
+	metricsAddr string
 }
 
 // MetricsAddr returns the bound metrics address, or "".
-func (l *Listener) MetricsAddr() string {
-	if l.metrics == nil {
-		return ""
-	}
-	return l.metrics.Addr()
-}
+func (l *Listener) MetricsAddr() string { return l.metricsAddr }
 
 // Validate checks the configuration before anything connects.
 func (c *Config) Validate() ([]string, error) {
@@ -125,7 +114,8 @@ func (c *Config) Validate() ([]string, error) {
 }
 
 // Run runs the listener until ctx is cancelled (SIGTERM) or a self-restart
-// is due. Both end with a clean drain and a nil error.
+// is due. Both end with a clean drain and a nil error. It fails when the
+// NATS server refuses one of its subscriptions.
 func Run(ctx context.Context, cfg Config) error {
 	subjects, err := cfg.Validate()
 	if err != nil {
@@ -134,38 +124,77 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.ShutdownGrace <= 0 {
-		cfg.ShutdownGrace = 30 * time.Second
-	}
 	log := cfg.Logger.With("hostname", cfg.Hostname, "tier", cfg.Tier)
 	if len(cfg.WatchPaths) > 0 && cfg.RestartAfter == nil {
 		cfg.BeforeDeploy, cfg.RestartAfter = selfRestart(cfg.WatchPaths, cfg.BeforeDeploy)
 	}
-	l := &Listener{cfg: cfg, Subjects: subjects, restart: make(chan string, 1)}
+	conn, owned, err := daemon.Connect(ctx, cfg.Conn, protocol.ConnectOptions{
+		URLs: cfg.NATSURL, NKeyFile: cfg.NKeyFile, CAFile: cfg.CAFile,
+		Name: "homelab-deploy listener " + cfg.Hostname, Wait: true, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	if owned {
+		defer conn.Close()
+	}
+	reg, m := newMetrics(cfg)
+	restart := make(chan string, 1)
+	server, err := deploy.NewServer(serverConfig(cfg, conn, m, log, restart))
+	if err != nil {
+		return err
+	}
+	responder := &listhosts.Responder{
+		Hostname: cfg.Hostname, Tier: cfg.Tier, Role: cfg.Role, Subjects: subjects,
+		Version: cfg.Version, Busy: server.Busy, Last: server.LastDeploy, Publish: publisher(conn), Logger: log,
+	}
+	var subs []daemon.Subscription
+	for _, s := range subjects {
+		subs = append(subs, daemon.Subscription{Subject: s, Handle: func(msg *nats.Msg) { server.Handle(msg.Subject, msg.Data) }})
+	}
+	// Discovery floods must not grow memory without bound.
+	subs = append(subs, daemon.Subscription{
+		Subject: cfg.DiscoverSubject, Handle: func(msg *nats.Msg) { responder.Handle(msg.Data) },
+		PendingMsgs: 4096, PendingBytes: 4 << 20,
+	})
+	metricsAddr := ""
+	if cfg.MetricsEnabled {
+		metricsAddr = cfg.MetricsAddr
+	}
+	err = daemon.Run(ctx, daemon.Spec{
+		Name: "listener", Conn: conn, OwnsConn: owned, Subscriptions: subs,
+		Registry: reg, MetricsAddr: metricsAddr, Server: server, Grace: cfg.ShutdownGrace,
+		Restart: restart, Logger: log,
+		Ready: func(addr string) {
+			log.Info("listener ready", "subjects", subjects, "discover", cfg.DiscoverSubject, "flake", cfg.FlakeURL, "version", cfg.Version)
+			if cfg.Ready != nil {
+				cfg.Ready(&Listener{Subjects: subjects, metricsAddr: addr})
+			}
+		},
+	})
+	log.Info("listener stopped")
+	return err
+}
 
+func newMetrics(cfg Config) (*prometheus.Registry, *deploy.Metrics) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := deploy.NewMetrics(reg)
 	m.Info.WithLabelValues(cfg.Hostname, cfg.Tier, cfg.Role, cfg.Version).Set(1)
 	m.InProgress.Set(0)
+	return reg, m
+}
 
-	conn := cfg.Conn
-	if conn == nil {
-		conn, err = protocol.Connect(ctx, protocol.ConnectOptions{
-			URLs: cfg.NATSURL, NKeyFile: cfg.NKeyFile, CAFile: cfg.CAFile,
-			Name: "homelab-deploy listener " + cfg.Hostname, Wait: true, Logger: log,
-		})
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-	}
-	l.conn = conn
-	publish := func(subject string, data []byte) error { return conn.Publish(subject, data) }
+func publisher(conn *protocol.Conn) func(string, []byte) error {
+	return func(subject string, data []byte) error { return conn.Publish(subject, data) }
+}
 
-	l.server, err = deploy.NewServer(deploy.ServerConfig{
+// serverConfig is the deploy server of the listener; a self-restart it
+// decides on is delivered on restart.
+func serverConfig(cfg Config, conn *protocol.Conn, m *deploy.Metrics, log *slog.Logger, restart chan<- string) deploy.ServerConfig {
+	return deploy.ServerConfig{
 		Hostname: cfg.Hostname, Tier: cfg.Tier, Role: cfg.Role, FlakeURL: cfg.FlakeURL,
-		Timeout: cfg.Timeout, Exec: cfg.Exec, Publish: publish, Metrics: m, Logger: log,
+		Timeout: cfg.Timeout, Exec: cfg.Exec, Publish: publisher(conn), Metrics: m, Logger: log,
 		BeforeDeploy: cfg.BeforeDeploy, MessagePrefix: cfg.MessagePrefix,
 		RestartAfter: cfg.RestartAfter,
 		OnRestart: func(why string) {
@@ -173,56 +202,12 @@ func Run(ctx context.Context, cfg Config) error {
 			// exits. Only then: a round trip per deploy is most of a
 			// listener's messaging cost (docs/BENCHMARKS.md).
 			_ = conn.Flush()
-			l.once.Do(func() { l.restart <- why })
+			select {
+			case restart <- why:
+			default:
+			}
 		},
-	})
-	if err != nil {
-		return err
 	}
-	responder := &listhosts.Responder{
-		Hostname: cfg.Hostname, Tier: cfg.Tier, Role: cfg.Role, Subjects: subjects,
-		Version: cfg.Version, Busy: l.server.Busy, Last: l.server.LastDeploy, Publish: publish, Logger: log,
-	}
-
-	var subs []*nats.Subscription
-	for _, s := range subjects {
-		sub, err := conn.Subscribe(s, func(msg *nats.Msg) { l.server.Handle(msg.Subject, msg.Data) })
-		if err != nil {
-			return fmt.Errorf("subscribe to %s: %w", s, err)
-		}
-		subs = append(subs, sub)
-	}
-	dsub, err := conn.Subscribe(cfg.DiscoverSubject, func(msg *nats.Msg) { responder.Handle(msg.Data) })
-	if err != nil {
-		return fmt.Errorf("subscribe to %s: %w", cfg.DiscoverSubject, err)
-	}
-	// Discovery floods must not grow memory without bound: excess requests
-	// are dropped (and counted by the client library as slow-consumer).
-	_ = dsub.SetPendingLimits(4096, 4<<20)
-	subs = append(subs, dsub)
-	metricsAddr := ""
-	if cfg.MetricsEnabled {
-		metricsAddr = cfg.MetricsAddr
-	}
-	if l.metrics, err = daemon.Start(log, conn, reg, metricsAddr); err != nil {
-		return err
-	}
-	log.Info("listener ready", "subjects", subjects, "discover", cfg.DiscoverSubject, "flake", cfg.FlakeURL, "version", cfg.Version)
-	if cfg.Ready != nil {
-		cfg.Ready(l)
-	}
-
-	select {
-	case <-ctx.Done():
-		log.Info("stopping: signal received", "busy", l.server.Busy())
-	case why := <-l.restart:
-		log.Info("stopping so that systemd starts the new version", "reason", why)
-	}
-	// Stop taking requests, let a running deploy finish within the grace
-	// period (or kill it and report), then drain.
-	daemon.Stop(log, subs, l.server, cfg.ShutdownGrace, l.metrics, conn, cfg.Conn == nil)
-	log.Info("listener stopped")
-	return nil
 }
 
 // selfRestart snapshots the watched paths right before each nixos-rebuild
