@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -29,10 +28,11 @@ var ErrCanceled = errors.New("cancelled")
 type Result struct {
 	// Tail holds the last lines of the combined output (bounded).
 	Tail string
-	// Output, when KeepOutput is set, holds all of stdout (bounded by MaxOutput).
-	Stdout   []byte
+	// Stdout, when Cmd.KeepStdout is set, holds stdout (its first 1 MiB).
+	Stdout []byte
+	// ExitCode is the command's exit status, -1 when it did not start or
+	// was killed by a signal.
 	ExitCode int
-	Duration time.Duration
 }
 
 // Cmd describes one command to run.
@@ -40,15 +40,12 @@ type Cmd struct {
 	Path string   // looked up on PATH when it has no slash
 	Args []string // arguments, not including the program name
 	Env  []string // nil means the current environment
-	Dir  string
 	// TailLines and TailBytes bound Result.Tail (defaults 20 lines, 4 KiB).
 	TailLines int
 	TailBytes int
 	// KeepStdout collects stdout separately into Result.Stdout (up to 1 MiB),
 	// in addition to the tail.
 	KeepStdout bool
-	// Output, when set, also receives the combined output as it arrives.
-	Output io.Writer
 	// KillGrace is how long the group gets between SIGTERM and SIGKILL.
 	KillGrace time.Duration
 }
@@ -79,17 +76,12 @@ func Run(ctx context.Context, c Cmd) (Result, error) {
 
 	cmd := exec.Command(path, c.Args...)
 	cmd.Env = c.Env
-	cmd.Dir = c.Dir
 	cmd.Stdin = nil
-	var combined io.Writer = tail
-	if c.Output != nil {
-		combined = io.MultiWriter(tail, c.Output)
-	}
-	cmd.Stderr = combined
+	cmd.Stderr = tail
 	if c.KeepStdout {
-		cmd.Stdout = io.MultiWriter(combined, &stdout)
+		cmd.Stdout = io.MultiWriter(tail, &stdout)
 	} else {
-		cmd.Stdout = combined
+		cmd.Stdout = tail
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	// A grandchild holding our pipes open must not keep Wait from returning.
@@ -131,11 +123,10 @@ func Run(ctx context.Context, c Cmd) (Result, error) {
 	res := Result{
 		Tail:     lastLines(tail.String(), c.TailLines, c.TailBytes),
 		Stdout:   stdout.Bytes(),
-		Duration: time.Since(start),
 		ExitCode: cmd.ProcessState.ExitCode(),
 	}
 	if killed != nil {
-		return res, fmt.Errorf("%s %w after %s", c.Path, killed, res.Duration.Round(time.Millisecond))
+		return res, fmt.Errorf("%s %w after %s", c.Path, killed, time.Since(start).Round(time.Millisecond))
 	}
 	if errors.Is(err, exec.ErrWaitDelay) && res.ExitCode == 0 {
 		// The command succeeded; a background process it left behind kept
@@ -143,12 +134,6 @@ func Run(ctx context.Context, c Cmd) (Result, error) {
 		err = nil
 	}
 	return res, err
-}
-
-// GroupAlive reports whether any process of group pgid still exists.
-func GroupAlive(pgid int) bool {
-	err := syscall.Kill(-pgid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
 // tailBuffer keeps only the last max bytes written.
@@ -225,9 +210,3 @@ func lastLines(s string, n, max int) string {
 	}
 	return out
 }
-
-// LookPath reports where name is found on PATH.
-func LookPath(name string) (string, error) { return exec.LookPath(name) }
-
-// Environ returns the current environment; a seam for tests.
-func Environ() []string { return os.Environ() }
