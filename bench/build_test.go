@@ -14,10 +14,10 @@ import (
 
 	"github.com/homelab-deploy/homelab-deploy/agents/builder"
 	"github.com/homelab-deploy/homelab-deploy/internal/testenv"
+	"github.com/homelab-deploy/homelab-deploy/internal/testenv/buildtest"
 	"github.com/homelab-deploy/homelab-deploy/protocol"
 	"github.com/homelab-deploy/homelab-deploy/tools"
 	"github.com/homelab-deploy/homelab-deploy/tools/build"
-	"github.com/homelab-deploy/homelab-deploy/tools/build/buildtest"
 )
 
 // The build benchmark's fleet: buildHosts hosts whose system derivations

@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/homelab-deploy/homelab-deploy/internal/testenv"
+	"github.com/homelab-deploy/homelab-deploy/internal/testenv/buildtest"
 	"github.com/homelab-deploy/homelab-deploy/protocol"
 	"github.com/homelab-deploy/homelab-deploy/tools/build"
-	"github.com/homelab-deploy/homelab-deploy/tools/build/buildtest"
 )
 
 // TestBuilderEndToEnd runs the built binary as builder and as build client

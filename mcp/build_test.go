@@ -9,11 +9,11 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/homelab-deploy/homelab-deploy/internal/testenv"
+	"github.com/homelab-deploy/homelab-deploy/internal/testenv/buildtest"
 	mcpserver "github.com/homelab-deploy/homelab-deploy/mcp"
 	"github.com/homelab-deploy/homelab-deploy/protocol"
 	"github.com/homelab-deploy/homelab-deploy/tools"
 	"github.com/homelab-deploy/homelab-deploy/tools/build"
-	"github.com/homelab-deploy/homelab-deploy/tools/build/buildtest"
 	"github.com/homelab-deploy/homelab-deploy/tools/registry"
 )
 

@@ -13,9 +13,9 @@ import (
 
 	"github.com/homelab-deploy/homelab-deploy/agents/builder"
 	"github.com/homelab-deploy/homelab-deploy/internal/testenv"
+	"github.com/homelab-deploy/homelab-deploy/internal/testenv/buildtest"
 	"github.com/homelab-deploy/homelab-deploy/protocol"
 	"github.com/homelab-deploy/homelab-deploy/tools/build"
-	"github.com/homelab-deploy/homelab-deploy/tools/build/buildtest"
 )
 
 func TestBuilderRefusesABadConfig(t *testing.T) {

@@ -13,10 +13,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/homelab-deploy/homelab-deploy/internal/testenv"
+	"github.com/homelab-deploy/homelab-deploy/internal/testenv/buildtest"
 	"github.com/homelab-deploy/homelab-deploy/protocol"
 	"github.com/homelab-deploy/homelab-deploy/tools"
 	"github.com/homelab-deploy/homelab-deploy/tools/build"
-	"github.com/homelab-deploy/homelab-deploy/tools/build/buildtest"
 )
 
 const repo = "fleet"
