@@ -39,8 +39,8 @@ func newDemo(r *Root) *demoCmd {
 	c.Flags = ff.NewFlagSet("demo").SetParent(r.Flags)
 	c.Flags.BoolVar(&c.Serve, 0, "serve", "after the tour, keep the fleet running and print how to point the CLI and an assistant (MCP) at it; Ctrl-C stops it")
 	c.Flags.IntVar(&c.Port, 0, "port", -1, "NATS port on 127.0.0.1 (default: 4222 with --serve, falling back to a free port if it is taken; otherwise any free port)")
-	c.Flags.DurationVar(&c.StepDelay, 0, "step-delay", 1500*time.Millisecond, "how long each simulated nixos-rebuild takes")
-	c.Flags.DurationVar(&c.AcceptWindow, 0, "accept-window", time.Second, "for group deploys, how long to wait for further hosts after the last new one")
+	durationVar(c.Flags, &c.StepDelay, "step-delay", 1500*time.Millisecond, "how long each simulated nixos-rebuild takes (a duration such as 1.5s, or whole seconds)")
+	durationVar(c.Flags, &c.AcceptWindow, "accept-window", time.Second, "for group deploys, how long to wait for further hosts after the last new one (a duration such as 500ms, or whole seconds)")
 	c.Flags.BoolVar(&c.NoBuild, 0, "no-build", "do not start the builder even when nix is installed")
 	c.Command = &ff.Command{
 		Name:      "demo",

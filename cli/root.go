@@ -138,6 +138,7 @@ func New(env Env) *Root {
 	newNATSConfig(r)
 	newDemo(r)
 	newMCP(r)
+	newCompletion(r)
 	return r
 }
 
