@@ -30,14 +30,8 @@ type Input struct {
 
 // AdminInput is the `deploy_admin` tool's input: Input plus a tier.
 type AdminInput struct {
-	Tier                string  `json:"tier" jsonschema:"tier to deploy to"`
-	Hostname            string  `json:"hostname,omitempty" jsonschema:"deploy to this one host (one subject token: letters, digits, '-', '_')"`
-	All                 bool    `json:"all,omitempty" jsonschema:"deploy to every host of the tier"`
-	Role                string  `json:"role,omitempty" jsonschema:"deploy to every host with this role in the tier"`
-	Branch              string  `json:"branch,omitempty" jsonschema:"git branch, tag or 40-hex commit of the flake to deploy (default master)"`
-	Action              string  `json:"action,omitempty" jsonschema:"nixos-rebuild action (default switch)"`
-	TimeoutSeconds      int     `json:"timeout_seconds,omitempty" jsonschema:"how long to wait for every host's final status, in seconds (default 900)"`
-	AcceptWindowSeconds float64 `json:"accept_window_seconds,omitempty" jsonschema:"for a group, how long to wait for further hosts after the last new one, in seconds (default 2)"`
+	Tier string `json:"tier" jsonschema:"tier to deploy to"`
+	Input
 	// Subject is a literal deploy subject of a custom shape (a listener's
 	// --deploy-subject), instead of tier and target; adapters only.
 	Subject string `json:"subject,omitempty" jsonschema:"a literal deploy subject instead of tier and target"`
@@ -45,8 +39,7 @@ type AdminInput struct {
 
 // Check validates the input of the `deploy` tool: its tier is always test.
 func (in Input) Check() (Call, error) {
-	return AdminInput{Tier: "test", Hostname: in.Hostname, All: in.All, Role: in.Role, Branch: in.Branch, Action: in.Action,
-		TimeoutSeconds: in.TimeoutSeconds, AcceptWindowSeconds: in.AcceptWindowSeconds}.Check()
+	return AdminInput{Tier: "test", Input: in}.Check()
 }
 
 // Check validates the input of the `deploy_admin` tool.
