@@ -20,9 +20,10 @@ import (
 // MinTokenLen is the shortest bearer token accepted.
 const MinTokenLen = 16
 
-// ErrNeedsToken is returned by Listen for a non-loopback address without a
-// token.
-var ErrNeedsToken = errors.New("a bearer token is required")
+// ErrNeedsToken is returned by Listen and ServeHTTP without a token: the
+// HTTP transports always need one, on loopback too, or any local user
+// could deploy with the credentials this server holds.
+var ErrNeedsToken = errors.New("MCP over HTTP needs a bearer token")
 
 // ListenAddr turns --http-addr into a listen address. A bare port ("8080")
 // or an empty host (":8080") means loopback, never every interface:
@@ -61,38 +62,39 @@ func ReadToken(path string) (string, error) {
 	}
 	tok := strings.TrimSpace(string(b))
 	if len(tok) < MinTokenLen || strings.ContainsAny(tok, " \t\r\n") {
-		return "", fmt.Errorf("%s must hold one token of at least %d characters without spaces; create one with `head -c 32 /dev/urandom | base64 > %s`", path, MinTokenLen, path)
+		return "", fmt.Errorf("%s must hold one token of at least %d characters without spaces; create one with `head -c 32 /dev/urandom | base64 > %s; chmod 600 %s`", path, MinTokenLen, path, path)
 	}
 	return tok, nil
 }
 
-// Listen binds addr. Whether it is loopback is decided on the bound address
-// (a host name such as localhost resolves to one), and anything else needs
-// a token.
+// Listen binds addr for the HTTP transports. It refuses to bind without a
+// token, whatever the address: loopback only keeps out other machines, not
+// other users of this one.
 func Listen(addr, token string) (net.Listener, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, err
+	if token == "" {
+		return nil, needsToken(addr)
 	}
-	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() && token == "" {
-		_ = ln.Close()
-		return nil, fmt.Errorf("%w: --http-addr %s is not a loopback address, and anyone who can reach it could deploy; give --http-token-file (or HOMELAB_DEPLOY_HTTP_TOKEN_FILE) with a bearer token, or bind to 127.0.0.1", ErrNeedsToken, addr)
-	}
-	return ln, nil
+	return net.Listen("tcp", addr)
 }
 
-// ServeHTTP serves s on ln (streamable HTTP and SSE) until ctx ends, then
-// shuts down.
+func needsToken(addr string) error {
+	return fmt.Errorf("%w, on loopback too (any local user could deploy through it): "+
+		"create one with `head -c 32 /dev/urandom | base64 > FILE; chmod 600 FILE` and give "+
+		"--http-token-file FILE (or HOMELAB_DEPLOY_HTTP_TOKEN_FILE) with --http-addr %s; "+
+		"the stdio transport (without --http-addr) needs no token", ErrNeedsToken, addr)
+}
+
+// ServeHTTP serves s on ln (streamable HTTP and SSE, see HTTPHandler)
+// until ctx ends, then shuts down.
 func ServeHTTP(ctx context.Context, ln net.Listener, s *mcp.Server, token string, log *slog.Logger) error {
+	if token == "" {
+		return needsToken(ln.Addr().String())
+	}
 	hs := &http.Server{Handler: HTTPHandler(s, token), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
-	auth := "none (loopback only)"
-	if token != "" {
-		auth = "bearer token"
-	}
 	base := "http://" + ln.Addr().String()
-	log.Info("MCP server listening", "streamable_http", base+StreamablePath, "sse", base+SSEPath, "auth", auth)
+	log.Info("MCP server listening", "streamable_http", base+StreamablePath, "sse", base+SSEPath, "auth", "bearer token")
 	select {
 	case err := <-errc:
 		return fmt.Errorf("mcp http: %w", err)

@@ -1,6 +1,10 @@
 package mcpserver
 
-import "testing"
+import (
+	"errors"
+	"strings"
+	"testing"
+)
 
 func TestListenAddr(t *testing.T) {
 	t.Parallel()
@@ -17,4 +21,24 @@ func TestListenAddr(t *testing.T) {
 			t.Errorf("ListenAddr(%q) = %q, want an error", in, got)
 		}
 	}
+}
+
+func TestListenRefusesWithoutAToken(t *testing.T) {
+	t.Parallel()
+	for _, addr := range []string{"127.0.0.1:0", "[::1]:0", "localhost:0", "0.0.0.0:0"} {
+		ln, err := Listen(addr, "")
+		if err == nil {
+			_ = ln.Close()
+			t.Errorf("Listen(%q) without a token bound %s", addr, ln.Addr())
+			continue
+		}
+		if !errors.Is(err, ErrNeedsToken) || !strings.Contains(err.Error(), "head -c 32 /dev/urandom | base64 > FILE; chmod 600 FILE") || !strings.Contains(err.Error(), "stdio") {
+			t.Errorf("Listen(%q) without a token: %v", addr, err)
+		}
+	}
+	ln, err := Listen("127.0.0.1:0", "0123456789abcdef")
+	if err != nil {
+		t.Fatalf("Listen with a token: %v", err)
+	}
+	_ = ln.Close()
 }
