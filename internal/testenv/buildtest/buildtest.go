@@ -146,8 +146,17 @@ func (f *Fixture) git(t testing.TB, args ...string) {
 	}
 }
 
-// NixCalls returns the recorded nix invocations.
-func (f *Fixture) NixCalls() []string { return testenv.Calls(f.nixDir) }
+// NixCalls returns the recorded nix invocations that do work (eval,
+// build), leaving out the builder daemon's start-up `show-config` check.
+func (f *Fixture) NixCalls() []string {
+	var work []string
+	for _, c := range testenv.Calls(f.nixDir) {
+		if !strings.HasPrefix(c, "show-config") {
+			work = append(work, c)
+		}
+	}
+	return work
+}
 
 // SlowPID returns the PID the slow host's builder wrote, or 0.
 func (f *Fixture) SlowPID() int {
