@@ -7,7 +7,6 @@ import (
 	"github.com/peterbourgon/ff/v4"
 
 	"github.com/homelab-deploy/homelab-deploy/agents/builder"
-	"github.com/homelab-deploy/homelab-deploy/protocol"
 	"github.com/homelab-deploy/homelab-deploy/tools/build"
 )
 
@@ -15,11 +14,11 @@ type builderCmd struct {
 	root           *Root
 	conn           connFlags
 	ConfigFile     string
-	Timeout        int
+	Timeout        time.Duration
 	MaxParallel    int
 	MetricsEnabled bool
 	MetricsAddr    string
-	Grace          int
+	Grace          time.Duration
 	Flags          *ff.FlagSet
 	Command        *ff.Command
 }
@@ -29,11 +28,11 @@ func newBuilder(r *Root) *builderCmd {
 	c.Flags = ff.NewFlagSet("builder").SetParent(r.Flags)
 	c.conn.register(c.Flags)
 	c.Flags.StringVar(&c.ConfigFile, 0, "config", "", "path to the builder configuration file (YAML: repos: {name: {url, default_branch}}) (required)")
-	c.Flags.IntVar(&c.Timeout, 0, "timeout", int(build.DefaultHostTimeout/time.Second), "build timeout per host in seconds; nix build is killed with its process group after it")
+	durationVar(c.Flags, &c.Timeout, "timeout", build.DefaultHostTimeout, "build timeout per host, in seconds (1800) or as a duration (30m); nix build is killed with its process group after it")
 	c.Flags.IntVar(&c.MaxParallel, 0, "max-parallel", build.DefaultMaxParallel, "how many hosts nix builds at once, across all repositories (each evaluation of a NixOS system takes 1-2 GB of memory)")
 	c.Flags.BoolVar(&c.MetricsEnabled, 0, "metrics-enabled", "enable the Prometheus /metrics and /health endpoint")
 	c.Flags.StringVar(&c.MetricsAddr, 0, "metrics-addr", builder.DefaultMetricsAddr, "metrics HTTP address")
-	c.Flags.IntVar(&c.Grace, 0, "shutdown-grace", 30, "seconds SIGTERM waits for running builds before killing them (their hosts are then reported as failed)")
+	durationVar(c.Flags, &c.Grace, "shutdown-grace", 30*time.Second, "how long SIGTERM waits for running builds before killing them (their hosts are then reported as failed), in seconds or as a duration")
 	c.Command = &ff.Command{
 		Name:      "builder",
 		Usage:     "homelab-deploy builder [FLAGS]",
@@ -68,30 +67,29 @@ func (c *builderCmd) exec(ctx context.Context, args []string) error {
 	if err := required("--config", c.ConfigFile); err != nil {
 		return err
 	}
-	if err := c.conn.check(); err != nil {
-		return err
-	}
 	if c.Timeout <= 0 {
-		return usagef("--timeout must be a positive number of seconds")
+		return usagef("--timeout must be positive, e.g. 1800, 1800s or 30m")
 	}
 	if c.MaxParallel <= 0 {
 		return usagef("--max-parallel must be a positive number")
 	}
 	if c.Grace <= 0 {
-		return usagef("--shutdown-grace must be a positive number of seconds")
+		return usagef("--shutdown-grace must be positive, e.g. 30 or 30s")
 	}
 	cfg := builder.Config{
 		NATSURL: c.conn.URL, NKeyFile: c.conn.NKeyFile, CAFile: c.conn.CAFile,
-		ConfigFile: c.ConfigFile, Timeout: time.Duration(c.Timeout) * time.Second, MaxParallel: c.MaxParallel,
+		ConfigFile: c.ConfigFile, Timeout: c.Timeout, MaxParallel: c.MaxParallel,
 		MetricsEnabled: c.MetricsEnabled, MetricsAddr: c.MetricsAddr,
-		ShutdownGrace: time.Duration(c.Grace) * time.Second,
+		ShutdownGrace: c.Grace,
 		Version:       r.Env.Version, Logger: r.Logger(),
 	}
 	// A bad configuration file is the operator's to fix: say so and stop.
 	if _, err := cfg.Load(); err != nil {
 		return usageError{err}
 	}
-	if err := protocol.CheckSeedFile(c.conn.NKeyFile); err != nil {
+	// Credentials last: a wrong flag or config file is named first, and
+	// nothing is dialled until the seed file is known to be usable.
+	if err := c.conn.check(); err != nil {
 		return err
 	}
 	return builder.Run(ctx, cfg)

@@ -29,11 +29,17 @@ func (c *connFlags) env() map[string]string {
 	}
 }
 
+// check validates the connection flags before anything is dialled. A bad
+// seed file is a local setup problem like a bad URL: every command reports
+// it the same way (exit 2, nothing sent), not as a failed connection.
 func (c *connFlags) check() error {
 	if err := required("--nats-url (or HOMELAB_DEPLOY_NATS_URL)", c.URL, "--nkey-file (or HOMELAB_DEPLOY_NKEY_FILE)", c.NKeyFile); err != nil {
 		return err
 	}
 	if _, err := protocol.ParseURLs(c.URL); err != nil {
+		return usageError{err}
+	}
+	if err := protocol.CheckSeedFile(c.NKeyFile); err != nil {
 		return usageError{err}
 	}
 	return nil

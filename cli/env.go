@@ -44,13 +44,36 @@ func required(pairs ...string) error {
 // interspersed lets flags follow positional arguments, as in
 // `deploy deploy.prod.myhost --branch main`: ff stops parsing flags at the
 // first positional argument, so the leftovers are parsed here against the
-// same flag set. A "--" ends flag parsing.
+// same flag set. A "--" ends flag parsing. Root flags (--log-level,
+// --log-format) given here already took effect in setupLogging, which reads
+// the same leftovers with splitArgs.
 func interspersed(fs ff.Flags, args []string) ([]string, error) {
-	var pos []string
+	pos, flags, err := splitArgs(fs, args)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range flags {
+		if err := f.flag.SetValue(f.value); err != nil {
+			return nil, usagef("flag %s: %v", f.arg, err)
+		}
+	}
+	return pos, nil
+}
+
+// flagArg is one flag found among the arguments, with its value.
+type flagArg struct {
+	flag  ff.Flag
+	arg   string // as given, e.g. --timeout=10m
+	value string
+}
+
+// splitArgs separates args into positional arguments and flags of fs (its
+// parents' included), without setting anything.
+func splitArgs(fs ff.Flags, args []string) (pos []string, flags []flagArg, err error) {
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		if a == "--" {
-			return append(pos, args[i+1:]...), nil
+			return append(pos, args[i+1:]...), flags, nil
 		}
 		if len(a) < 2 || a[0] != '-' {
 			pos = append(pos, a)
@@ -58,11 +81,11 @@ func interspersed(fs ff.Flags, args []string) ([]string, error) {
 		}
 		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
 		if name == "h" || name == "help" {
-			return nil, ff.ErrHelp
+			return nil, nil, ff.ErrHelp
 		}
 		f, ok := fs.GetFlag(name)
 		if !ok {
-			return nil, usagef("unknown flag %s", a)
+			return nil, nil, usagef("unknown flag %s", a)
 		}
 		isBool := f.GetPlaceholder() == ""
 		if !hasValue {
@@ -70,15 +93,13 @@ func interspersed(fs ff.Flags, args []string) ([]string, error) {
 				value = "true"
 			} else {
 				if i+1 >= len(args) {
-					return nil, usagef("flag %s needs a value", a)
+					return nil, nil, usagef("flag %s needs a value", a)
 				}
 				i++
 				value = args[i]
 			}
 		}
-		if err := f.SetValue(value); err != nil {
-			return nil, usagef("flag %s: %v", a, err)
-		}
+		flags = append(flags, flagArg{flag: f, arg: a, value: value})
 	}
-	return pos, nil
+	return pos, flags, nil
 }

@@ -19,12 +19,12 @@ type listenerCmd struct {
 	Tier           string
 	Role           string
 	FlakeURL       string
-	Timeout        int
+	Timeout        time.Duration
 	DeploySubjects []string
 	Discover       string
 	MetricsEnabled bool
 	MetricsAddr    string
-	Grace          int
+	Grace          time.Duration
 	WatchUnitFile  string
 	Flags          *ff.FlagSet
 	Command        *ff.Command
@@ -38,12 +38,12 @@ func newListener(r *Root) *listenerCmd {
 	c.conn.register(c.Flags)
 	c.Flags.StringVar(&c.FlakeURL, 0, "flake-url", "", "git flake URL for nixos-rebuild, e.g. git+https://git.example.com/user/nixos-configs.git (required)")
 	c.Flags.StringVar(&c.Role, 0, "role", "", "role for role-based targeting (deploy.<tier>.role.<role>)")
-	c.Flags.IntVar(&c.Timeout, 0, "timeout", 600, "deployment timeout in seconds; nixos-rebuild is killed with its process group after it")
+	durationVar(c.Flags, &c.Timeout, "timeout", 600*time.Second, "deployment timeout, in seconds (600) or as a duration (10m); nixos-rebuild is killed with its process group after it")
 	c.Flags.StringListVar(&c.DeploySubjects, 0, "deploy-subject", "NATS subject to subscribe to, repeatable; templates <hostname>, <tier>, <role> (default deploy.<tier>.<hostname>, deploy.<tier>.all, deploy.<tier>.role.<role>)")
 	c.Flags.StringVar(&c.Discover, 0, "discover-subject", protocol.DefaultDiscoverSubject, "discovery subject")
 	c.Flags.BoolVar(&c.MetricsEnabled, 0, "metrics-enabled", "enable the Prometheus /metrics and /health endpoint")
 	c.Flags.StringVar(&c.MetricsAddr, 0, "metrics-addr", ":9972", "metrics HTTP address")
-	c.Flags.IntVar(&c.Grace, 0, "shutdown-grace", 30, "seconds SIGTERM waits for a running deploy before killing it (it is then reported as failed)")
+	durationVar(c.Flags, &c.Grace, "shutdown-grace", 30*time.Second, "how long SIGTERM waits for a running deploy before killing it (it is then reported as failed), in seconds or as a duration")
 	c.Flags.StringVar(&c.WatchUnitFile, 0, "watch-unit-file", "", "systemd unit file of this listener; after a switch that changed it, the listener exits so systemd restarts it on the new version")
 	c.Command = &ff.Command{
 		Name:      "listener",
@@ -76,19 +76,19 @@ func (c *listenerCmd) exec(ctx context.Context, args []string) error {
 	if err := required("--hostname", c.Hostname, "--tier", c.Tier, "--flake-url", c.FlakeURL); err != nil {
 		return err
 	}
-	if err := c.conn.check(); err != nil {
-		return err
+	if c.Timeout <= 0 {
+		return usagef("--timeout must be positive, e.g. 600, 600s or 10m")
 	}
 	if c.Grace <= 0 {
-		return usagef("--shutdown-grace must be a positive number of seconds")
+		return usagef("--shutdown-grace must be positive, e.g. 30 or 30s")
 	}
 	cfg := listener.Config{
 		Hostname: c.Hostname, Tier: c.Tier, Role: c.Role,
 		NATSURL: c.conn.URL, NKeyFile: c.conn.NKeyFile, CAFile: c.conn.CAFile,
-		FlakeURL: c.FlakeURL, Timeout: time.Duration(c.Timeout) * time.Second,
+		FlakeURL: c.FlakeURL, Timeout: c.Timeout,
 		DeploySubjects: c.DeploySubjects, DiscoverSubject: c.Discover,
 		MetricsEnabled: c.MetricsEnabled, MetricsAddr: c.MetricsAddr,
-		ShutdownGrace: time.Duration(c.Grace) * time.Second,
+		ShutdownGrace: c.Grace,
 		Version:       r.Env.Version, Logger: r.Logger(),
 	}
 	if c.WatchUnitFile != "" {
@@ -97,7 +97,9 @@ func (c *listenerCmd) exec(ctx context.Context, args []string) error {
 	if _, err := cfg.Validate(); err != nil {
 		return usageError{err}
 	}
-	if err := protocol.CheckSeedFile(c.conn.NKeyFile); err != nil {
+	// Credentials last: a wrong flag or config file is named first, and
+	// nothing is dialled until the seed file is known to be usable.
+	if err := c.conn.check(); err != nil {
 		return err
 	}
 	return listener.Run(ctx, cfg)
