@@ -260,8 +260,8 @@ func TestNoRespondersFailsAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Success || len(res.Hosts) != 0 || !strings.Contains(res.Message, "deploy.test.nosuchhost") {
-		t.Fatalf("result = %+v", res)
+	if want := "no listener is subscribed to deploy.test.nosuchhost: check the target with list_hosts (homelab-deploy list-hosts)"; res.Success || len(res.Hosts) != 0 || res.Message != want {
+		t.Fatalf("result = %+v\nwant message %q", res, want)
 	}
 	// Far below the 60 s ceiling: the answer came from the server, not a timer.
 	if d := time.Since(start); d > 30*time.Second {
@@ -276,8 +276,11 @@ func TestTestCredentialCannotReachProd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Success || !strings.Contains(res.Message, "refused") || !strings.Contains(res.Message, "deploy.prod.prodhost1") {
-		t.Fatalf("result = %+v", res)
+	// The message names the tier the credential may not deploy to, and
+	// the subject the server refused.
+	want := "this credential may not deploy to tier prod (the NATS server refused to let this credential publish to deploy.prod.prodhost1); use a credential allowed for that tier (the admin deployer for prod)"
+	if res.Success || len(res.Hosts) != 0 || res.Message != want {
+		t.Fatalf("result = %+v\nwant message %q", res, want)
 	}
 	if calls := f.calls(); len(calls) != 0 {
 		t.Fatalf("a prod host ran nixos-rebuild: %q", calls)
@@ -340,13 +343,25 @@ func TestDiscoveryShowsLastDeploy(t *testing.T) {
 func TestNothingIsSentWhenRepliesCannotBeHeard(t *testing.T) {
 	t.Parallel()
 	f := startFleet(t, defaultHosts[:1], "exit 0", time.Minute)
+	seen, err := f.spy.SubscribeSync("deploy.test.testhost1")
+	if err != nil || f.spy.Flush() != nil {
+		t.Fatal(err)
+	}
 	half := f.nats.Connect(t, "half")
 	res, err := deploy.Send(ctx, half, deploy.Request{Subject: "deploy.test.testhost1", Action: "switch", Revision: "main"}, deps(half), nil)
-	if err != nil || res.Success || !strings.HasPrefix(res.Message, "nothing was sent") || !strings.Contains(res.Message, "deploy.responses.") {
+	prefix := "nothing was sent: the NATS server refused to let this credential subscribe to " + protocol.DeployResponsesPrefix + res.ID + " ("
+	suffix := "); a deployer needs subscribe permission on deploy.responses.>"
+	if err != nil || res.Success || !strings.HasPrefix(res.Message, prefix) || !strings.HasSuffix(res.Message, suffix) {
 		t.Fatalf("result %+v, err %v", res, err)
 	}
-	// Give a request that did go out time to arrive, then check none did.
-	time.Sleep(300 * time.Millisecond)
+	// A sentinel from the same connection: one publisher's messages arrive
+	// in order, so a request that did go out would come first.
+	if err := half.Publish("deploy.test.testhost1", []byte("sentinel")); err != nil || half.Flush() != nil {
+		t.Fatal(err)
+	}
+	if m, err := seen.NextMsg(30 * time.Second); err != nil || string(m.Data) != "sentinel" {
+		t.Fatalf("first message on deploy.test.testhost1: %v %v; want the sentinel", m, err)
+	}
 	if calls := f.calls(); len(calls) != 0 {
 		t.Fatalf("nixos-rebuild ran although the deployer could not hear the result: %q", calls)
 	}

@@ -112,3 +112,24 @@ func TestDiscoverReportsLastDeploy(t *testing.T) {
 		t.Fatalf("%+v %v", res, err)
 	}
 }
+
+// A credential that may not publish discovery, or may not hear its
+// answers, gets an error that names what the server refused; in the second
+// case no discovery request went out.
+func TestDiscoverSaysWhatWasRefused(t *testing.T) {
+	t.Parallel()
+	n := testenv.StartNATS(t,
+		testenv.User{Name: "builder", Permissions: testenv.Ptr(protocol.BuilderPermissions([]string{"fleet"}))},
+		testenv.User{Name: "mute", Permissions: &protocol.Permissions{Publish: []string{"deploy.test.>"}, Subscribe: []string{"deploy.responses.>"}}})
+	opts := listhosts.Options{Quiet: 5 * time.Second, Max: 60 * time.Second}
+
+	_, err := listhosts.Discover(context.Background(), n.Connect(t, "mute"), "", protocol.DefaultDiscoverSubject, opts)
+	if err == nil || !strings.HasPrefix(err.Error(), "the NATS server refused discovery on deploy.discover: ") {
+		t.Fatalf("publish refused: err = %v", err)
+	}
+	_, err = listhosts.Discover(context.Background(), n.Connect(t, "builder"), "", protocol.DefaultDiscoverSubject, opts)
+	if err == nil || !strings.HasPrefix(err.Error(), "nothing was sent: the NATS server refused to let this credential subscribe to deploy.responses.") ||
+		!strings.HasSuffix(err.Error(), "; discovery needs subscribe permission on deploy.responses.>") {
+		t.Fatalf("reply subscription refused: err = %v", err)
+	}
+}
