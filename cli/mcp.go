@@ -17,7 +17,8 @@ import (
 	"github.com/homelab-deploy/homelab-deploy/tools"
 )
 
-// minTokenLen is the shortest bearer token accepted for the HTTP transports.
+// mcpCmd is `homelab-deploy mcp`. The HTTP bind and token policy is the mcp
+// package's (mcpserver.Listen); this command only passes its flags in.
 type mcpCmd struct {
 	root *Root
 	conn connFlags
@@ -37,7 +38,7 @@ func newMCP(r *Root) *mcpCmd {
 	c.conn.register(c.Flags)
 	c.registerGates()
 	c.Flags.StringVar(&c.HTTPAddr, 0, "http-addr", "", "serve streamable HTTP at /mcp and SSE at /sse on this address instead of stdio; a bare port or ':PORT' binds to 127.0.0.1 (env HOMELAB_DEPLOY_HTTP_ADDR)")
-	c.Flags.StringVar(&c.TokenFile, 0, "http-token-file", "", "file holding a bearer token every HTTP request must carry; required when --http-addr is not a loopback address (env HOMELAB_DEPLOY_HTTP_TOKEN_FILE)")
+	c.Flags.StringVar(&c.TokenFile, 0, "http-token-file", "", "file (mode 0600) holding the bearer token every HTTP request must carry; required with --http-addr, loopback included (env HOMELAB_DEPLOY_HTTP_TOKEN_FILE)")
 	c.Command = &ff.Command{
 		Name:      "mcp",
 		Usage:     "homelab-deploy mcp [FLAGS]",
@@ -47,8 +48,10 @@ func newMCP(r *Root) *mcpCmd {
 			"--enable-builds. The same tools are offered on every transport.\n\n" +
 			"By default it speaks MCP on stdin and stdout (logs go to stderr), for an assistant that\n" +
 			"starts it as a subprocess. With --http-addr it serves streamable HTTP at /mcp and SSE at\n" +
-			"/sse. Binding to anything but loopback requires --http-token-file; when a token is set,\n" +
-			"every request must carry \"Authorization: Bearer <token>\". See docs/mcp.md.",
+			"/sse, and needs --http-token-file even on loopback: every request must carry\n" +
+			"\"Authorization: Bearer <token>\". Create the file with\n" +
+			"  head -c 32 /dev/urandom | base64 > FILE; chmod 600 FILE\n" +
+			"Stdio needs no token. See docs/mcp.md.",
 		Flags: c.Flags,
 		Exec:  c.exec,
 	}
