@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -85,5 +86,27 @@ func TestHostileMCPArguments(t *testing.T) {
 		return strings.HasPrefix(s, "spy.marker.") || s == "deploy.test.testhost1" || strings.HasPrefix(s, "deploy.responses.")
 	}); len(got) != 0 {
 		t.Errorf("a test-tier deploy over MCP reached %s", fmtList(got))
+	}
+}
+
+// TestMCPHTTPNeedsATokenOnLoopbackToo: the built binary refuses to serve
+// MCP over HTTP without a bearer token on every address, loopback
+// included (any local user could otherwise deploy with the admin
+// credential), and says how to make a token. It exits before binding or
+// connecting, so nothing is ever served.
+func TestMCPHTTPNeedsATokenOnLoopbackToo(t *testing.T) {
+	f := startSecFleet(t)
+	env := append(f.env("deployer"), "HOMELAB_DEPLOY_ENABLE_ADMIN=true", "HOMELAB_DEPLOY_ADMIN_NKEY_FILE="+f.creds["admin"].SeedFile)
+	for _, addr := range []string{"127.0.0.1", "localhost", "", "0.0.0.0"} {
+		port := freePort(t)
+		r := run(t, env, "mcp", "--http-addr", fmt.Sprintf("%s:%d", addr, port))
+		if r.Code != 2 || !strings.Contains(r.Stderr, "needs a bearer token") ||
+			!strings.Contains(r.Stderr, "head -c 32 /dev/urandom | base64 > FILE; chmod 600 FILE") ||
+			!strings.Contains(r.Stderr, "stdio") {
+			t.Errorf("mcp --http-addr %s:%d without a token: exit %d\n%s", addr, port, r.Code, r.Stderr)
+		}
+		if r.Stdout != "" {
+			t.Errorf("mcp --http-addr %s:%d without a token wrote to stdout: %q", addr, port, r.Stdout)
+		}
 	}
 }

@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -101,14 +103,20 @@ func mcpCommand(env []string, args ...string) *mcp.CommandTransport {
 	return &mcp.CommandTransport{Command: cmd, TerminateDuration: 5 * time.Second}
 }
 
-// startMCPHTTP runs `homelab-deploy mcp --http-addr` and returns its base
-// URL once it listens.
-func startMCPHTTP(t *testing.T, env []string, args ...string) string {
+// startMCPHTTP runs `homelab-deploy mcp --http-addr` on loopback with a
+// fresh bearer token in a 0600 file, and returns its base URL and the
+// token once it listens.
+func startMCPHTTP(t *testing.T, env []string, args ...string) (base, token string) {
 	t.Helper()
+	token = rand.Text()
+	file := filepath.Join(t.TempDir(), "mcp.token")
+	if err := os.WriteFile(file, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	p := startDaemon(t, env, append([]string{"mcp", "--log-format", "text", "--http-addr", addr}, args...)...)
+	p := startDaemon(t, env, append([]string{"mcp", "--log-format", "text", "--http-addr", addr, "--http-token-file", file}, args...)...)
 	p.WaitFor(t, "MCP server listening", 20*time.Second)
-	return "http://" + addr
+	return "http://" + addr, token
 }
 
 type bearer struct{ token string }
@@ -147,8 +155,8 @@ func TestE2EMCPSameToolsOnEveryTransport(t *testing.T) {
 				t.Errorf("stdio tools %v, want %v", got, tc.want)
 			}
 			checkListHosts(t, "stdio", stdio)
-			base := startMCPHTTP(t, tc.env)
-			for kind, tr := range httpTransports(base, "") {
+			base, token := startMCPHTTP(t, tc.env)
+			for kind, tr := range httpTransports(base, token) {
 				cs := mcpClient(t, tr, nil)
 				if got := mcpTools(t, cs); !slices.Equal(got, tc.want) {
 					t.Errorf("%s tools %v, want %v", kind, got, tc.want)
@@ -208,29 +216,45 @@ func TestE2EMCPDeployWithProgressOverStdio(t *testing.T) {
 
 func TestE2EMCPHTTPToken(t *testing.T) {
 	f := startE2EFleet(t)
-	const token = "e2e-0123456789-abcdef"
-	file := filepath.Join(t.TempDir(), "mcp.token")
-	if err := os.WriteFile(file, []byte(token+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	base := startMCPHTTP(t, f.cliEnv("deployer", "HOMELAB_DEPLOY_HTTP_TOKEN_FILE="+file))
+	base, token := startMCPHTTP(t, f.cliEnv("deployer"))
 
 	for _, path := range []string{"/mcp", "/sse"} {
-		for _, auth := range []string{"", "Bearer not-the-token"} {
+		for _, hdr := range []map[string]string{
+			{},
+			{"Authorization": "Bearer not-the-token"},
+			{"Authorization": "Bearer " + token, "Origin": "http://evil.example"},
+			{"Origin": "http://evil.example"},
+		} {
 			req, _ := http.NewRequest(http.MethodGet, base+path, nil)
 			req.Header.Set("Accept", "text/event-stream")
-			if auth != "" {
-				req.Header.Set("Authorization", auth)
+			for k, v := range hdr {
+				req.Header.Set(k, v)
 			}
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
+			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode != http.StatusUnauthorized {
-				t.Errorf("GET %s with %q: %d, want 401", path, auth, resp.StatusCode)
+			want, wantBody := http.StatusUnauthorized, "missing or wrong bearer token"
+			if hdr["Origin"] != "" {
+				want, wantBody = http.StatusForbidden, "cross-origin request refused"
+			}
+			if resp.StatusCode != want || !strings.Contains(string(body), wantBody) {
+				t.Errorf("GET %s with %q: %d %q, want %d %q", path, hdr, resp.StatusCode, body, want, wantBody)
+			}
+			if want == http.StatusUnauthorized && resp.Header.Get("WWW-Authenticate") != "Bearer" {
+				t.Errorf("GET %s with %q: WWW-Authenticate %q, want a bare Bearer challenge", path, hdr, resp.Header.Get("WWW-Authenticate"))
 			}
 		}
+	}
+	resp, err := http.Get(base + "/.well-known/oauth-protected-resource")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("GET /.well-known/oauth-protected-resource: %d, want 404", resp.StatusCode)
 	}
 	for kind, tr := range httpTransports(base, token) {
 		cs := mcpClient(t, tr, nil)
@@ -240,14 +264,8 @@ func TestE2EMCPHTTPToken(t *testing.T) {
 		checkListHosts(t, kind, cs)
 	}
 
-	// Without a token, a non-loopback address is refused before anything
-	// starts.
-	r := run(t, f.cliEnv("deployer"), "mcp", "--http-addr", fmt.Sprintf("0.0.0.0:%d", freePort(t)))
-	if r.Code != 2 || !strings.Contains(r.Stderr, "not a loopback address") {
-		t.Errorf("non-loopback without a token: exit %d\n%s", r.Code, r.Stderr)
-	}
 	// --enable-admin without the admin seed says what is missing.
-	r = run(t, f.cliEnv("deployer"), "mcp", "--enable-admin")
+	r := run(t, f.cliEnv("deployer"), "mcp", "--enable-admin")
 	if r.Code != 2 || !strings.Contains(r.Stderr, "--admin-nkey-file") {
 		t.Errorf("--enable-admin without a seed: exit %d\n%s", r.Code, r.Stderr)
 	}
