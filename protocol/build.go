@@ -1,9 +1,6 @@
 package protocol
 
-import (
-	"encoding/json"
-	"fmt"
-)
+import "fmt"
 
 // BuildTargetAll is the target that asks for every host of a repository.
 const BuildTargetAll = "all"
@@ -73,20 +70,9 @@ type BuildResponse struct {
 // when they were valid, so the caller can tell the sender why.
 func DecodeBuildRequest(data []byte) (BuildRequest, error) {
 	var req BuildRequest
-	if err := decodeStrict(data, &req); err != nil {
-		var loose struct {
-			ID      string `json:"id"`
-			ReplyTo string `json:"reply_to"`
-		}
-		if len(data) <= MaxMessageSize && json.Unmarshal(data, &loose) == nil &&
-			ValidateReplySubject(loose.ReplyTo, BuildResponsesPrefix) == nil {
-			salvaged := BuildRequest{ReplyTo: loose.ReplyTo}
-			if ValidateRequestID(loose.ID) == nil {
-				salvaged.ID = loose.ID
-			}
-			return salvaged, err
-		}
-		return BuildRequest{}, err
+	if err := decodeStrict(data, buildRequestShape, &req); err != nil {
+		id, replyTo := salvageReply(data, BuildResponsesPrefix)
+		return BuildRequest{ID: id, ReplyTo: replyTo}, err
 	}
 	if err := ValidateReplySubject(req.ReplyTo, BuildResponsesPrefix); err != nil {
 		return BuildRequest{}, &DecodeError{ErrInvalidRequest, err.Error()}

@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -8,22 +9,28 @@ import (
 
 // ValidateFlakeURL checks a flake URL from local configuration: it must parse,
 // have a scheme, and carry no fragment (the attribute is always ours).
+// Errors quote the URL with its credentials redacted (RedactURL).
 func ValidateFlakeURL(s string) error {
 	if s == "" {
 		return fmt.Errorf("flake URL is empty")
 	}
 	if strings.ContainsAny(s, " \t\r\n") {
-		return fmt.Errorf("flake URL %q contains whitespace", s)
+		return fmt.Errorf("flake URL %q contains whitespace", RedactURL(s))
 	}
 	u, err := url.Parse(s)
 	if err != nil {
-		return fmt.Errorf("flake URL %q does not parse: %w", s, err)
+		// url.Error quotes the whole URL; keep only what went wrong.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("flake URL %q does not parse: %s", RedactURL(s), RedactText(err.Error()))
 	}
 	if u.Scheme == "" {
-		return fmt.Errorf("flake URL %q has no scheme: use e.g. git+https://, git+ssh://, git+file:// or path:", s)
+		return fmt.Errorf("flake URL %q has no scheme: use e.g. git+https://, git+ssh://, git+file:// or path:", RedactURL(s))
 	}
 	if u.Fragment != "" || strings.Contains(s, "#") {
-		return fmt.Errorf("flake URL %q must not contain '#': the attribute is chosen by the tool", s)
+		return fmt.Errorf("flake URL %q must not contain '#': the attribute is chosen by the tool", RedactURL(s))
 	}
 	return nil
 }
@@ -66,4 +73,11 @@ func FlakeRef(flakeURL, revision, attr string) (string, error) {
 	u.Fragment = ""
 	u.RawFragment = ""
 	return u.String() + "#" + attr, nil
+}
+
+// FlakeRefForDisplay is FlakeRef with the URL's credentials redacted
+// (RedactURL): what statuses, logs and errors may show.
+func FlakeRefForDisplay(flakeURL, revision, attr string) (string, error) {
+	ref, err := FlakeRef(flakeURL, revision, attr)
+	return RedactURL(ref), err
 }

@@ -1,7 +1,6 @@
 package protocol
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -154,44 +153,25 @@ type DecodeError struct {
 
 func (e *DecodeError) Error() string { return e.Msg }
 
-// decodeStrict decodes one JSON object, refusing oversized payloads, unknown
-// fields and trailing data.
-func decodeStrict(data []byte, v any) error {
-	if len(data) > MaxMessageSize {
-		return &DecodeError{ErrInvalidRequest, fmt.Sprintf("request is %d bytes, more than the %d allowed", len(data), MaxMessageSize)}
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+// decodeStrict decodes one request of shape sh exactly (see exactDecode):
+// at most MaxMessageSize bytes, exact and unique field names, no unknown
+// field, no trailing data, a value of the right type in every field.
+func decodeStrict(data []byte, sh *shape, v any) error {
+	if err := exactDecode(data, MaxMessageSize, sh, true, v); err != nil {
 		return &DecodeError{ErrInvalidRequest, "malformed request: " + err.Error()}
-	}
-	if dec.More() {
-		return &DecodeError{ErrInvalidRequest, "malformed request: trailing data after the JSON object"}
 	}
 	return nil
 }
 
 // DecodeDeployRequest parses and validates a deploy request from the network.
-// On error the request's ReplyTo is still returned when it was valid, so the
-// caller can tell the sender why it was rejected.
+// On error the request's ReplyTo (and ID) are still returned when they can
+// be read (see salvageReply), so the caller can tell the sender why it was
+// rejected.
 func DecodeDeployRequest(data []byte) (DeployRequest, error) {
 	var req DeployRequest
-	if err := decodeStrict(data, &req); err != nil {
-		// Try to salvage a reply subject so the sender learns why.
-		var loose struct {
-			ID      string `json:"id"`
-			ReplyTo string `json:"reply_to"`
-		}
-		if len(data) <= MaxMessageSize && json.Unmarshal(data, &loose) == nil {
-			if ValidateReplySubject(loose.ReplyTo, DeployResponsesPrefix) == nil {
-				req = DeployRequest{ReplyTo: loose.ReplyTo}
-				if ValidateRequestID(loose.ID) == nil {
-					req.ID = loose.ID
-				}
-				return req, err
-			}
-		}
-		return DeployRequest{}, err
+	if err := decodeStrict(data, deployRequestShape, &req); err != nil {
+		id, replyTo := salvageReply(data, DeployResponsesPrefix)
+		return DeployRequest{ID: id, ReplyTo: replyTo}, err
 	}
 	if err := ValidateReplySubject(req.ReplyTo, DeployResponsesPrefix); err != nil {
 		return DeployRequest{}, &DecodeError{ErrInvalidRequest, err.Error()}
@@ -214,7 +194,7 @@ func DecodeDeployRequest(data []byte) (DeployRequest, error) {
 // DecodeDiscoverRequest parses and validates a discovery request.
 func DecodeDiscoverRequest(data []byte) (DiscoverRequest, error) {
 	var req DiscoverRequest
-	if err := decodeStrict(data, &req); err != nil {
+	if err := decodeStrict(data, discoverRequestShape, &req); err != nil {
 		return DiscoverRequest{}, err
 	}
 	if err := ValidateReplySubject(req.ReplyTo, DeployResponsesPrefix); err != nil {
@@ -231,6 +211,64 @@ func DecodeDiscoverRequest(data []byte) (DiscoverRequest, error) {
 		}
 	}
 	return req, nil
+}
+
+// decodeAnswer decodes one answer of shape sh exactly (see exactDecode):
+// at most MaxResponseSize bytes, exact and unique field names, a value of
+// the right type in every field, no trailing data. Unknown fields are
+// ignored, so that a listener or builder of a later version can add
+// extensions; a name that differs from a known one only in case is not
+// unknown, it is refused.
+func decodeAnswer(data []byte, sh *shape, v any) error {
+	if err := exactDecode(data, MaxResponseSize, sh, false, v); err != nil {
+		return fmt.Errorf("malformed answer: %w", err)
+	}
+	return nil
+}
+
+// DecodeDeployResponse decodes a deploy status from the network exactly,
+// then checks and cleans it (DeployResponse.Clean). It is a
+// gather.Decoder.
+func DecodeDeployResponse(data []byte) (DeployResponse, error) {
+	var r DeployResponse
+	if err := decodeAnswer(data, deployResponseShape, &r); err != nil {
+		return DeployResponse{}, err
+	}
+	if err := r.check(); err != nil {
+		return DeployResponse{}, err
+	}
+	r.clean()
+	return r, nil
+}
+
+// DecodeDiscoverResponse decodes a discovery answer from the network
+// exactly, then checks and cleans it (DiscoverResponse.Clean). It is a
+// gather.Decoder.
+func DecodeDiscoverResponse(data []byte) (DiscoverResponse, error) {
+	var r DiscoverResponse
+	if err := decodeAnswer(data, discoverResponseShape, &r); err != nil {
+		return DiscoverResponse{}, err
+	}
+	if err := r.check(); err != nil {
+		return DiscoverResponse{}, err
+	}
+	r.clean()
+	return r, nil
+}
+
+// DecodeBuildResponse decodes a build response from the network exactly,
+// then checks and cleans it (BuildResponse.Clean). It is a
+// gather.Decoder.
+func DecodeBuildResponse(data []byte) (BuildResponse, error) {
+	var r BuildResponse
+	if err := decodeAnswer(data, buildResponseShape, &r); err != nil {
+		return BuildResponse{}, err
+	}
+	if err := r.check(); err != nil {
+		return BuildResponse{}, err
+	}
+	r.clean()
+	return r, nil
 }
 
 // ErrorCodeOf returns the error code carried by err, or ErrInvalidRequest.
