@@ -18,7 +18,7 @@ type buildCmd struct {
 	conn    connFlags
 	Branch  string
 	All     bool
-	Timeout int
+	Timeout time.Duration
 	JSON    bool
 	Flags   *ff.FlagSet
 	Command *ff.Command
@@ -30,7 +30,7 @@ func newBuild(r *Root) *buildCmd {
 	c.conn.register(c.Flags)
 	c.Flags.StringVar(&c.Branch, 0, "branch", "", "git branch, tag or 40-hex commit to build (default: the repository's default_branch) (env HOMELAB_DEPLOY_BRANCH)")
 	c.Flags.BoolVar(&c.All, 0, "all", "build every host of the repository")
-	c.Flags.IntVar(&c.Timeout, 0, "timeout", int(build.DefaultTimeout/time.Second), "seconds to wait for the builder's final status (env HOMELAB_DEPLOY_BUILD_TIMEOUT)")
+	durationVar(c.Flags, &c.Timeout, "timeout", build.DefaultTimeout, "how long to wait for the builder's final status, in seconds (3600) or as a duration (1h) (env HOMELAB_DEPLOY_BUILD_TIMEOUT)")
 	c.Flags.BoolVar(&c.JSON, 0, "json", "print the result as JSON on stdout")
 	c.Command = &ff.Command{
 		Name:      "build",
@@ -64,12 +64,12 @@ func (c *buildCmd) exec(ctx context.Context, args []string) error {
 	if len(args) < 1 || len(args) > 2 {
 		return usagef("build takes a REPO and a HOST (or --all), got %d arguments", len(args))
 	}
-	if c.Timeout <= 0 {
-		return usagef("--timeout must be a positive number of seconds")
+	if c.Timeout < time.Second {
+		return usagef("--timeout must be at least one second")
 	}
 	// The tool decides what a missing or empty HOST means, the same way for
 	// every adapter: `build fleet "$HOST"` with HOST unset builds nothing.
-	in := build.Input{Repo: args[0], All: c.All, Branch: c.Branch, TimeoutSeconds: c.Timeout}
+	in := build.Input{Repo: args[0], All: c.All, Branch: c.Branch, TimeoutSeconds: int((c.Timeout + time.Second - 1) / time.Second)}
 	if len(args) == 2 {
 		in.Target = args[1]
 		if in.Target == "" {

@@ -21,7 +21,7 @@ type deployCmd struct {
 	conn         connFlags
 	Branch       string
 	Action       string
-	Timeout      int
+	Timeout      time.Duration
 	AcceptWindow time.Duration
 	JSON         bool
 	Flags        *ff.FlagSet
@@ -34,8 +34,8 @@ func newDeploy(r *Root) *deployCmd {
 	c.conn.register(c.Flags)
 	c.Flags.StringVar(&c.Branch, 0, "branch", deploy.DefaultBranch, "git branch, tag or 40-hex commit to deploy (env HOMELAB_DEPLOY_BRANCH)")
 	c.Flags.StringVar(&c.Action, 0, "action", "switch", "nixos-rebuild action: switch, boot, test or dry-activate (env HOMELAB_DEPLOY_ACTION)")
-	c.Flags.IntVar(&c.Timeout, 0, "timeout", 900, "seconds to wait for every host's final status (env HOMELAB_DEPLOY_TIMEOUT)")
-	c.Flags.DurationVar(&c.AcceptWindow, 0, "accept-window", deploy.DefaultAcceptWindow, "for group subjects, how long to wait for further hosts after the last new one (env HOMELAB_DEPLOY_ACCEPT_WINDOW)")
+	durationVar(c.Flags, &c.Timeout, "timeout", deploy.DefaultTimeout, "how long to wait for every host's final status, in seconds (900) or as a duration (15m) (env HOMELAB_DEPLOY_TIMEOUT)")
+	durationVar(c.Flags, &c.AcceptWindow, "accept-window", deploy.DefaultAcceptWindow, "for group subjects, how long to wait for further hosts after the last new one, in seconds or as a duration (env HOMELAB_DEPLOY_ACCEPT_WINDOW)")
 	c.Flags.BoolVar(&c.JSON, 0, "json", "print the result as JSON on stdout")
 	c.Command = &ff.Command{
 		Name:      "deploy",
@@ -97,11 +97,19 @@ func (c *deployCmd) exec(ctx context.Context, args []string) error {
 	if err != nil {
 		return usageError{err}
 	}
-	if c.Timeout <= 0 {
-		return usagef("--timeout must be a positive number of seconds")
+	if c.Timeout < time.Second {
+		return usagef("--timeout must be at least one second")
+	}
+	// An explicitly empty value is a mistake (an unset variable in a
+	// script), not a request for the default.
+	if c.Branch == "" {
+		return usagef("--branch is empty: give a revision (a branch, tag or commit; default %s)", deploy.DefaultBranch)
+	}
+	if c.Action == "" {
+		return usagef("--action is empty: give switch, boot, test or dry-activate")
 	}
 	in.Branch, in.Action = c.Branch, c.Action
-	in.TimeoutSeconds = c.Timeout
+	in.TimeoutSeconds = int((c.Timeout + time.Second - 1) / time.Second)
 	in.AcceptWindowSeconds = c.AcceptWindow.Seconds()
 	raw, err := r.checkTool("deploy_admin", in)
 	if err != nil {
