@@ -8,6 +8,7 @@ import (
 	"io"
 	"reflect"
 	"strings"
+	"unicode/utf8"
 )
 
 // Exact decoding. encoding/json matches object keys to struct fields
@@ -277,7 +278,8 @@ func (w *walker) object(sh *shape) error {
 		if err != nil {
 			return err
 		}
-		if escaped {
+		if escaped || !utf8.Valid(raw) {
+			// As encoding/json reads it (invalid UTF-8 becomes U+FFFD).
 			var key string
 			if json.Unmarshal(w.data[w.i-len(raw)-2:w.i], &key) != nil {
 				return errSyntax

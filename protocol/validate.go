@@ -17,6 +17,11 @@ const (
 
 // Patterns of the allowlists, as JSON Schema (ECMA) regular expressions;
 // tool schemas publish these so an assistant sees the same rule.
+// RevisionPattern is the character set only, a superset of what
+// ValidateRevision accepts: the rest of the rule (no "..", no component
+// starting with '.' or ending in ".lock", no refs/ other than refs/heads/
+// and refs/tags/, no HEAD) needs lookahead, which Go's regexp lacks, and
+// would be unreadable in a schema; ValidateRevision runs on every door.
 const (
 	TokenPattern    = `^[A-Za-z0-9_-]+$`
 	RevisionPattern = `^[A-Za-z0-9][A-Za-z0-9._/-]*$`
