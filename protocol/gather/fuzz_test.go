@@ -36,7 +36,7 @@ func FuzzClassify(f *testing.F) {
 		if status != "" {
 			h.Set("Status", status)
 		}
-		d := classify("r", h, data, JSON[protocol.DeployResponse])
+		d := classify("r", h, data, protocol.DecodeDeployResponse)
 		check(t, d, status, data)
 		if d.Kind == Answer && protocol.ValidateHostname(d.Value.Hostname) != nil {
 			t.Fatalf("deploy answer with hostname %q", d.Value.Hostname)
@@ -44,7 +44,7 @@ func FuzzClassify(f *testing.F) {
 		if d.Kind == Answer && protocol.CleanText(d.Value.Message) != d.Value.Message {
 			t.Fatalf("deploy answer with unclean message %q", d.Value.Message)
 		}
-		b := classify("r", h, data, JSON[protocol.BuildResponse])
+		b := classify("r", h, data, protocol.DecodeBuildResponse)
 		check(t, b, status, data)
 		if b.Kind == Answer {
 			for _, r := range b.Value.Results {
@@ -53,7 +53,7 @@ func FuzzClassify(f *testing.F) {
 				}
 			}
 		}
-		l := classify("r", h, data, JSON[protocol.DiscoverResponse])
+		l := classify("r", h, data, protocol.DecodeDiscoverResponse)
 		check(t, l, status, data)
 		if l.Kind == Answer && (protocol.ValidateHostname(l.Value.Hostname) != nil || protocol.ValidateTier(l.Value.Tier) != nil) {
 			t.Fatalf("discovery answer %+v", l.Value)

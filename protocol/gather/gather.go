@@ -8,8 +8,6 @@
 package gather
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -18,15 +16,6 @@ import (
 
 	"github.com/homelab-deploy/homelab-deploy/protocol"
 )
-
-// MaxResponseSize caps one answer on a reply subject; a larger one is
-// handed over as Oversized, undecoded. The largest legitimate answer is a
-// builder's final response: one result per host, each with up to 600 bytes
-// of Nix's output, which JSON escaping can grow sixfold (\u003c, \u001b):
-// some 200 KB for 50 hosts, and more for larger fleets. 1 MiB is also NATS's
-// default max_payload, so a server with default settings never delivers more.
-// Deploy statuses (a 2 KiB tail) and discovery answers are far below it.
-const MaxResponseSize = 1 << 20
 
 // Kind classifies one message on the reply subject.
 type Kind int
@@ -38,7 +27,9 @@ const (
 	// NoResponders is the server's status that nobody is subscribed to the
 	// request subject: an empty body with header Status 503.
 	NoResponders
-	// Oversized is a message larger than MaxResponseSize; not decoded.
+	// Oversized is a message larger than protocol.MaxResponseSize (the
+	// builder's largest final response fits with room to spare); it is
+	// not decoded.
 	Oversized
 	// Malformed is a message the decoder refused (Msg.Err says why).
 	Malformed
@@ -70,28 +61,9 @@ type Msg[T any] struct {
 	Err error
 }
 
-// Decoder turns a message body into an answer, or refuses it.
+// Decoder turns a message body into an answer, or refuses it:
+// protocol.DecodeDeployResponse, DecodeBuildResponse, DecodeDiscoverResponse.
 type Decoder[T any] func(data []byte) (T, error)
-
-// errUnusable is returned by JSON when an answer decodes but fails its
-// Clean check (a hostname that is not one token, …).
-var errUnusable = errors.New("answer fails its validation")
-
-// JSON decodes an answer as JSON, then sanitizes and checks it with its
-// Clean method (protocol.DeployResponse, BuildResponse, DiscoverResponse).
-func JSON[T any, PT interface {
-	*T
-	Clean() bool
-}](data []byte) (T, error) {
-	var v T
-	if err := json.Unmarshal(data, &v); err != nil {
-		return v, err
-	}
-	if !PT(&v).Clean() {
-		return v, errUnusable
-	}
-	return v, nil
-}
 
 // classify decides what one message on the reply subject is.
 func classify[T any](subject string, header nats.Header, data []byte, decode Decoder[T]) Msg[T] {
@@ -99,7 +71,7 @@ func classify[T any](subject string, header nats.Header, data []byte, decode Dec
 	switch {
 	case len(data) == 0 && header.Get("Status") == "503":
 		m.Kind = NoResponders
-	case len(data) > MaxResponseSize:
+	case len(data) > protocol.MaxResponseSize:
 		m.Kind = Oversized
 	default:
 		m.Value, m.Err = decode(data)

@@ -32,7 +32,7 @@ func next[T any](t *testing.T, c *Call[T]) Msg[T] {
 	return Msg[T]{}
 }
 
-var decodeDeploy = JSON[protocol.DeployResponse]
+var decodeDeploy = protocol.DecodeDeployResponse
 
 func TestNoResponders(t *testing.T) {
 	t.Parallel()
@@ -52,13 +52,13 @@ func TestNoResponders(t *testing.T) {
 }
 
 // startBigNATS starts a server whose max_payload lets through a message
-// larger than MaxResponseSize (testenv's server stops at 1 MiB, as a
+// larger than protocol.MaxResponseSize (testenv's server stops at 1 MiB, as a
 // default server does), with one credential that may do anything.
 func startBigNATS(t *testing.T) *protocol.Conn {
 	t.Helper()
 	cred := testenv.NewCred(t, t.TempDir(), "any", protocol.Permissions{})
 	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
-		MaxPayload: 4 * MaxResponseSize, Nkeys: []*server.NkeyUser{{Nkey: cred.Public}}})
+		MaxPayload: 4 * protocol.MaxResponseSize, Nkeys: []*server.NkeyUser{{Nkey: cred.Public}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func TestAnswersAreClassified(t *testing.T) {
 	conn := startBigNATS(t)
 	good, _ := json.Marshal(protocol.DeployResponse{Hostname: "web1", Status: protocol.StatusCompleted, Message: "ok\x1b[2J"})
 	unclean, _ := json.Marshal(protocol.DeployResponse{Hostname: "a.b", Status: protocol.StatusCompleted})
-	oversized := append([]byte(`{"hostname":"big","message":"`), strings.Repeat("x", MaxResponseSize)...)
+	oversized := append([]byte(`{"hostname":"big","message":"`), strings.Repeat("x", protocol.MaxResponseSize)...)
 	oversized = append(oversized, `"}`...)
 	if _, err := conn.Subscribe("req.x", func(m *nats.Msg) {
 		for _, b := range [][]byte{oversized, []byte(`{"hostname":`), unclean, good} {

@@ -129,7 +129,7 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, opts Options, p
 	res := Result{ID: id, Repo: req.Repo, Target: req.Target, Branch: req.Branch, Status: protocol.StatusFailed, Results: []protocol.BuildHostResult{}}
 
 	data, _ := json.Marshal(protocol.BuildRequest{ID: id, Repo: req.Repo, Target: req.Target, Branch: req.Branch, ReplyTo: replyTo})
-	call, err := gather.Start(conn, subject, replyTo, data, gather.JSON[protocol.BuildResponse])
+	call, err := gather.Start(conn, subject, replyTo, data, protocol.DecodeBuildResponse)
 	if refused := (*gather.SubscribeRefusedError)(nil); errors.As(err, &refused) {
 		res.Message = refused.Error() + "; a build client needs subscribe permission on build.responses.>"
 		return res, nil

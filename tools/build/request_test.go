@@ -10,7 +10,6 @@ import (
 
 	"github.com/homelab-deploy/homelab-deploy/internal/testenv"
 	"github.com/homelab-deploy/homelab-deploy/protocol"
-	"github.com/homelab-deploy/homelab-deploy/protocol/gather"
 )
 
 // The request half's three ways of getting nowhere each say something of
@@ -80,12 +79,12 @@ func TestLargestFinalResponseFitsTheCap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(b) > gather.MaxResponseSize {
-		t.Fatalf("a 50-host final response is %d bytes, over the %d-byte cap", len(b), gather.MaxResponseSize)
+	if len(b) > protocol.MaxResponseSize {
+		t.Fatalf("a 50-host final response is %d bytes, over the %d-byte cap", len(b), protocol.MaxResponseSize)
 	}
 	// The old cap of the other request halves (16 KiB) would have dropped it.
 	if len(b) <= protocol.MaxMessageSize*4 {
 		t.Fatalf("worst case is only %d bytes: the test no longer builds the worst case", len(b))
 	}
-	t.Logf("worst-case 50-host final response: %d bytes (cap %d)", len(b), gather.MaxResponseSize)
+	t.Logf("worst-case 50-host final response: %d bytes (cap %d)", len(b), protocol.MaxResponseSize)
 }

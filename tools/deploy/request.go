@@ -150,7 +150,7 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, opts Options, p
 	defer lost.stop()
 
 	data, _ := json.Marshal(protocol.DeployRequest{ID: id, Action: req.Action, Revision: req.Revision, ReplyTo: replyTo})
-	call, err := gather.Start(conn, req.Subject, replyTo, data, gather.JSON[protocol.DeployResponse])
+	call, err := gather.Start(conn, req.Subject, replyTo, data, protocol.DecodeDeployResponse)
 	if refused := (*gather.SubscribeRefusedError)(nil); errors.As(err, &refused) {
 		res.Message = refused.Error() + "; a deployer needs subscribe permission on deploy.responses.>"
 		return res, nil

@@ -161,7 +161,7 @@ func Discover(ctx context.Context, conn *protocol.Conn, tier, subject string, op
 	id := protocol.NewID()
 	replyTo := protocol.DeployResponsesPrefix + id
 	data, _ := json.Marshal(protocol.DiscoverRequest{ID: id, ReplyTo: replyTo, Tier: tier})
-	call, err := gather.Start(conn, subject, replyTo, data, gather.JSON[protocol.DiscoverResponse])
+	call, err := gather.Start(conn, subject, replyTo, data, protocol.DecodeDiscoverResponse)
 	if refused := (*gather.SubscribeRefusedError)(nil); errors.As(err, &refused) {
 		return Result{}, fmt.Errorf("%w; discovery needs subscribe permission on deploy.responses.>", refused)
 	}
@@ -230,9 +230,10 @@ collect:
 
 // accept turns one discovery answer into a host: the answer must carry the
 // request's id (or none), match the tier filter, and name a host not
-// seen yet.
+// seen yet; past protocol.MaxDiscoveredHosts none is kept, so a flood of
+// answers cannot grow the result without bound.
 func accept(r protocol.DiscoverResponse, id, tier string, seen map[string]bool) (Host, bool) {
-	if r.ID != "" && r.ID != id {
+	if r.ID != "" && r.ID != id || len(seen) >= protocol.MaxDiscoveredHosts {
 		return Host{}, false
 	}
 	if tier != "" && r.Tier != tier {
