@@ -159,9 +159,6 @@ func (c *mcpCmd) exec(ctx context.Context, args []string) error {
 	if err := c.conn.check(); err != nil {
 		return err
 	}
-	if err := protocol.CheckSeedFile(c.conn.NKeyFile); err != nil {
-		return usagef("--nkey-file: %v", err)
-	}
 	log := r.Logger()
 	gates := c.gates()
 	if err := c.checkSeeds(gates); err != nil {
