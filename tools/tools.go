@@ -71,6 +71,13 @@ type Event struct {
 	Elapsed time.Duration
 	// Duration is how long the host's work took, when it is finished.
 	Duration time.Duration
+	// Lines are output lines of the host's work (nixos-rebuild, nix
+	// build) that arrived with this event, oldest first; empty for a
+	// status change or a heartbeat.
+	Lines []string
+	// Running is how long the host's work has been running, as the host
+	// reports it with output and heartbeats; zero otherwise.
+	Running time.Duration
 }
 
 // Progress receives events. A nil Progress drops them.
