@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"reflect"
 	"strings"
@@ -11,12 +10,14 @@ import (
 	"github.com/homelab-deploy/homelab-deploy/protocol"
 )
 
-func testEnv(vars map[string]string) (Env, *bytes.Buffer, *bytes.Buffer) {
-	var stdout, stderr bytes.Buffer
+// testEnv's buffers are safe to read while something still writes: the
+// NATS client logs from its own goroutines.
+func testEnv(vars map[string]string) (Env, *testenv.Buffer, *testenv.Buffer) {
+	stdout, stderr := &testenv.Buffer{}, &testenv.Buffer{}
 	return Env{
-		Stdout: &stdout, Stderr: &stderr, Version: "test",
+		Stdout: stdout, Stderr: stderr, Version: "test",
 		Getenv: func(k string) string { return vars[k] },
-	}, &stdout, &stderr
+	}, stdout, stderr
 }
 
 func TestResolveAlias(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/homelab-deploy/homelab-deploy/internal/testenv"
 	"github.com/homelab-deploy/homelab-deploy/protocol"
@@ -33,15 +34,16 @@ func TestRootFlagsAnywhere(t *testing.T) {
 	n := testenv.StartNATS(t, testenv.User{Name: "deployer", Permissions: testenv.Ptr(protocol.TestDeployerPermissions())})
 	env, _, stderr := testEnv(map[string]string{"HOMELAB_DEPLOY_NATS_URL": n.URL, "HOMELAB_DEPLOY_NKEY_FILE": n.Cred("deployer").SeedFile})
 	Run(context.Background(), []string{"deploy", "deploy.test.ghost", "--log-level", "debug", "--log-format", "json"}, env)
-	if !strings.Contains(stderr.String(), `"level":"DEBUG","msg":"NATS connected"`) {
-		t.Errorf("--log-level debug --log-format json after the subject ignored; stderr:\n%s", stderr)
-	}
+	// The client logs "connected" from its own goroutine, which may run
+	// after the command returned.
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		return strings.Contains(stderr.String(), `"level":"DEBUG","msg":"NATS connected"`)
+	}, "--log-level debug --log-format json after the subject ignored; stderr:\n%s", stderr)
 	// The environment gives way to the flag, wherever the flag is.
 	env, _, stderr = testEnv(map[string]string{"HOMELAB_DEPLOY_NATS_URL": n.URL, "HOMELAB_DEPLOY_NKEY_FILE": n.Cred("deployer").SeedFile, "HOMELAB_DEPLOY_LOG_LEVEL": "error"})
 	Run(context.Background(), []string{"deploy", "deploy.test.ghost", "--log-level", "debug"}, env)
-	if !strings.Contains(stderr.String(), "NATS connected") {
-		t.Errorf("--log-level debug after the subject lost to HOMELAB_DEPLOY_LOG_LEVEL=error; stderr:\n%s", stderr)
-	}
+	testenv.Eventually(t, 10*time.Second, func() bool { return strings.Contains(stderr.String(), "NATS connected") },
+		"--log-level debug after the subject lost to HOMELAB_DEPLOY_LOG_LEVEL=error; stderr:\n%s", stderr)
 }
 
 // Colours only on a terminal, with --log-format auto and without NO_COLOR.

@@ -69,7 +69,7 @@ func TestMCPRefusesToStartWithoutWhatItNeeds(t *testing.T) {
 		if code != ExitUsage || !strings.Contains(stderr.String(), tc.want) {
 			t.Errorf("%s: exit %d, stderr %q; want exit 2 and %q", tc.name, code, stderr, tc.want)
 		}
-		if stdout.Len() != 0 {
+		if len(stdout.String()) != 0 {
 			t.Errorf("%s: wrote to stdout (the MCP channel): %q", tc.name, stdout)
 		}
 	}
