@@ -92,7 +92,7 @@ func FuzzRedactURL(f *testing.F) {
 		}
 		secretToken := url.QueryEscape(token)
 		for _, out := range []string{RedactURL(u), RedactText("fetching '" + u + "' failed"), RedactText(u + "\n" + u)} {
-			if scheme != "github" && leaks(out, secretPass, skeleton+user+url.QueryEscape(param)) {
+			if scheme != "github" && leaks(out, secretPass, skeleton+url.User(user).String()+url.QueryEscape(param)) {
 				t.Fatalf("password %q survives in %q (from %q)", secretPass, out, u)
 			}
 			if redactedParam(url.QueryEscape(param)) && leaks(out, secretToken, skeleton+ui+url.QueryEscape(param)) {
