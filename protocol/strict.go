@@ -111,7 +111,7 @@ var (
 // must have its field's type. The error says which rule was broken.
 func exactDecode(data []byte, limit int, sh *shape, strict bool, v any) error {
 	if len(data) > limit {
-		return fmt.Errorf("%d bytes, more than the %d allowed", len(data), limit)
+		return fmt.Errorf("the message is %d bytes, more than the %d allowed", len(data), limit)
 	}
 	keysErr := checkKeys(data, sh, strict)
 	if keysErr != nil && keysErr != errSyntax {
