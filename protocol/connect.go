@@ -114,7 +114,9 @@ func ParseURLs(s string) ([]string, error) {
 		if u.Scheme == "ws" || u.Scheme == "wss" {
 			websocket++
 		}
-		out = append(out, full)
+		// The scheme as url.Parse lowered it: nats.go compares it exactly.
+		_, rest, _ := strings.Cut(full, "://")
+		out = append(out, u.Scheme+"://"+rest)
 	}
 	if len(out) == 0 {
 		return nil, errors.New("no NATS URL given: set --nats-url or HOMELAB_DEPLOY_NATS_URL (e.g. nats://nats.example.com:4222)")
