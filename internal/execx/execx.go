@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -48,7 +49,23 @@ type Cmd struct {
 	KeepStdout bool
 	// KillGrace is how long the group gets between SIGTERM and SIGKILL.
 	KillGrace time.Duration
+	// OnLine, if set, is called with every line of output as the command
+	// writes it (stdout and stderr merged, or each on its own when
+	// KeepStdout is set), without its line ending and cut to MaxLineBytes.
+	// Calls never overlap, and every call has returned when Run returns.
+	// A slow OnLine slows the command's output: keep it quick.
+	OnLine func(line string)
+	// ExtraFiles are inherited by the command as file descriptors 3, 4, ...
+	// (a lock it must hold for as long as it, or anything it forks, lives).
+	ExtraFiles []*os.File
+	// OnStart, if set, is called with the command's pid once it has started.
+	OnStart func(pid int)
 }
+
+// MaxLineBytes bounds one line handed to Cmd.OnLine; the rest of a longer
+// line is dropped. Nix prints long lines (a store path list, a JSON
+// result), never megabytes without a newline, unless something is wrong.
+const MaxLineBytes = 64 << 10
 
 // Run runs c. It returns an error wrapping ErrTimeout or ErrCanceled when the
 // context ended first, or an *exec.ExitError when the command failed.
@@ -77,11 +94,28 @@ func Run(ctx context.Context, c Cmd) (Result, error) {
 	cmd := exec.Command(path, c.Args...)
 	cmd.Env = c.Env
 	cmd.Stdin = nil
-	cmd.Stderr = tail
-	if c.KeepStdout {
+	cmd.ExtraFiles = c.ExtraFiles
+	var lines *lineSplitter
+	if c.OnLine != nil {
+		lines = &lineSplitter{fn: c.OnLine}
+	}
+	switch {
+	case c.KeepStdout && lines != nil:
+		// Two pipes: stdout is collected apart, so each stream gets its
+		// own line splitter (one shared lock keeps the calls in order).
+		cmd.Stdout = io.MultiWriter(tail, &stdout, &streamLines{s: lines, stream: 1})
+		cmd.Stderr = io.MultiWriter(tail, &streamLines{s: lines, stream: 2})
+	case c.KeepStdout:
 		cmd.Stdout = io.MultiWriter(tail, &stdout)
-	} else {
-		cmd.Stdout = tail
+		cmd.Stderr = tail
+	case lines != nil:
+		// One writer for both: os/exec then gives the command a single
+		// pipe for stdout and stderr, so their lines arrive merged in the
+		// order they were written.
+		w := &mergedOutput{tail: tail, lines: &streamLines{s: lines, stream: 1}}
+		cmd.Stdout, cmd.Stderr = w, w
+	default:
+		cmd.Stdout, cmd.Stderr = tail, tail
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	// A grandchild holding our pipes open must not keep Wait from returning.
@@ -92,6 +126,9 @@ func Run(ctx context.Context, c Cmd) (Result, error) {
 		return Result{ExitCode: -1}, fmt.Errorf("start %s: %w", c.Path, err)
 	}
 	pgid := cmd.Process.Pid
+	if c.OnStart != nil {
+		c.OnStart(pgid)
+	}
 
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -119,6 +156,9 @@ func Run(ctx context.Context, c Cmd) (Result, error) {
 		if !exited {
 			err = <-done
 		}
+	}
+	if lines != nil {
+		lines.flush() // a last line without a newline
 	}
 	res := Result{
 		Tail:     lastLines(tail.String(), c.TailLines, c.TailBytes),
