@@ -61,6 +61,9 @@ type BuildResponse struct {
 	Succeeded            int               `json:"succeeded"`
 	Failed               int               `json:"failed"`
 	TotalDurationSeconds float64           `json:"total_duration_seconds,omitempty"`
+
+	// Output carries the lines of an output status for Host (output.go).
+	Output
 }
 
 // DecodeBuildRequest parses and validates a build request from the network:

@@ -108,6 +108,8 @@ type DeployResponse struct {
 	Action          Action  `json:"action,omitempty"`
 	Revision        string  `json:"revision,omitempty"`
 	DurationSeconds float64 `json:"duration_seconds,omitempty"`
+	// Output carries the lines of an output status (output.go).
+	Output
 }
 
 // DiscoverRequest asks every listener on the discovery subject to describe
