@@ -24,6 +24,7 @@ type deployCmd struct {
 	Timeout      time.Duration
 	AcceptWindow time.Duration
 	JSON         bool
+	staging      deploy.Staging
 	Flags        *ff.FlagSet
 	Command      *ff.Command
 }
@@ -37,6 +38,9 @@ func newDeploy(r *Root) *deployCmd {
 	durationVar(c.Flags, &c.Timeout, "timeout", deploy.DefaultTimeout, "how long to wait for every host's final status, in seconds (900) or as a duration (15m) (env HOMELAB_DEPLOY_TIMEOUT)")
 	durationVar(c.Flags, &c.AcceptWindow, "accept-window", deploy.DefaultAcceptWindow, "for group subjects, how long to wait for further hosts after the last new one, in seconds or as a duration (env HOMELAB_DEPLOY_ACCEPT_WINDOW)")
 	c.Flags.BoolVar(&c.JSON, 0, "json", "print the result as JSON on stdout")
+	c.Flags.StringVar(&c.staging.Batch, 0, "batch", "", "roll a group subject out in batches of N hosts or N% of the group; each batch starts when the previous one completed")
+	c.Flags.StringVar(&c.staging.Canary, 0, "canary", "", "with a group subject: deploy this host alone first, and go on only if it completed")
+	c.Flags.IntVar(&c.staging.MaxFailures, 0, "max-failures", 0, "in a staged rollout (--batch, --canary), halt once more than this many hosts failed; the rest are reported skipped")
 	c.Command = &ff.Command{
 		Name:      "deploy",
 		Usage:     "homelab-deploy deploy [FLAGS] <SUBJECT|ALIAS>",
@@ -111,6 +115,7 @@ func (c *deployCmd) exec(ctx context.Context, args []string) error {
 	in.Branch, in.Action = c.Branch, c.Action
 	in.TimeoutSeconds = int((c.Timeout + time.Second - 1) / time.Second)
 	in.AcceptWindowSeconds = c.AcceptWindow.Seconds()
+	in.Batch, in.Canary, in.MaxFailures = c.staging.Batch, c.staging.Canary, c.staging.MaxFailures
 	raw, err := r.checkTool("deploy_admin", in)
 	if err != nil {
 		return err

@@ -26,6 +26,9 @@ type Input struct {
 	Action              string  `json:"action,omitempty" jsonschema:"nixos-rebuild action (default switch)"`
 	TimeoutSeconds      int     `json:"timeout_seconds,omitempty" jsonschema:"how long to wait for every host's final status, in seconds (default 900)"`
 	AcceptWindowSeconds float64 `json:"accept_window_seconds,omitempty" jsonschema:"for a group, how long to wait for further hosts after the last new one, in seconds (default 2)"`
+	Batch               string  `json:"batch,omitempty" jsonschema:"roll a group (all or role) out in batches of this many hosts (2) or this share of the group (25%); each batch starts when every host of the previous one completed"`
+	Canary              string  `json:"canary,omitempty" jsonschema:"with a group: deploy this member alone first, and go on only if it completed"`
+	MaxFailures         int     `json:"max_failures,omitempty" jsonschema:"in a staged rollout, how many failed hosts to tolerate before halting (default 0); hosts not yet started are reported skipped"`
 }
 
 // AdminInput is the `deploy_admin` tool's input: Input plus a tier.
@@ -60,7 +63,11 @@ func (in AdminInput) Check() (Call, error) {
 	if in.AcceptWindowSeconds < 0 || in.AcceptWindowSeconds > MaxAcceptWindowSeconds {
 		return Call{}, tools.Invalid("accept_window_seconds must be between 0 and %d", MaxAcceptWindowSeconds)
 	}
-	return Call{Request: req, Options: Options{
+	staging := Staging{Batch: in.Batch, Canary: in.Canary, MaxFailures: in.MaxFailures}
+	if err := staging.check(req.Subject); err != nil {
+		return Call{}, err
+	}
+	return Call{Request: req, Staging: staging, Options: Options{
 		Timeout:      time.Duration(in.TimeoutSeconds) * time.Second,
 		AcceptWindow: time.Duration(in.AcceptWindowSeconds * float64(time.Second)),
 	}}, nil
@@ -86,6 +93,7 @@ const (
 // Call is a checked deploy: what to send and how long to wait.
 type Call struct {
 	Request Request
+	Staging Staging
 	Options Options
 }
 
@@ -181,6 +189,11 @@ func fixInput(in, _ *jsonschema.Schema) {
 	in.Properties["timeout_seconds"].Minimum = jsonschema.Ptr(1.0)
 	in.Properties["timeout_seconds"].Maximum = jsonschema.Ptr(float64(MaxTimeoutSeconds))
 	in.Properties["timeout_seconds"].Default = []byte(fmt.Sprint(int(DefaultTimeout / time.Second)))
+	in.Properties["batch"].Pattern = `^[1-9][0-9]{0,4}%?$`
+	in.Properties["canary"].Pattern = protocol.TokenPattern
+	in.Properties["canary"].MaxLength = jsonschema.Ptr(protocol.MaxTokenLen)
+	in.Properties["max_failures"].Minimum = jsonschema.Ptr(0.0)
+	in.Properties["max_failures"].Maximum = jsonschema.Ptr(float64(maxBatchHosts))
 }
 
 // AdminGate switches deploy_admin on (--enable-admin).
@@ -219,5 +232,8 @@ func Tools() []tools.Tool {
 
 func run(ctx context.Context, env tools.Env, c Call, progress tools.Progress) (Result, error) {
 	c.Options.Logger = env.Logger
+	if c.Staging.Staged() {
+		return Rollout(ctx, env.Conn, c.Request, c.Staging, c.Options, progress)
+	}
 	return Send(ctx, env.Conn, c.Request, c.Options, progress)
 }
