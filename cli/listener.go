@@ -10,6 +10,7 @@ import (
 	"github.com/homelab-deploy/homelab-deploy/agents/listener"
 	"github.com/homelab-deploy/homelab-deploy/internal/selfupdate"
 	"github.com/homelab-deploy/homelab-deploy/protocol"
+	"github.com/homelab-deploy/homelab-deploy/tools/deploy"
 )
 
 type listenerCmd struct {
@@ -26,6 +27,8 @@ type listenerCmd struct {
 	MetricsAddr    string
 	Grace          time.Duration
 	WatchUnitFile  string
+	ConfirmTimeout time.Duration
+	HealthChecks   []string
 	Flags          *ff.FlagSet
 	Command        *ff.Command
 }
@@ -44,6 +47,8 @@ func newListener(r *Root) *listenerCmd {
 	c.Flags.BoolVar(&c.MetricsEnabled, 0, "metrics-enabled", "enable the Prometheus /metrics and /health endpoint")
 	c.Flags.StringVar(&c.MetricsAddr, 0, "metrics-addr", ":9972", "metrics HTTP address")
 	durationVar(c.Flags, &c.Grace, "shutdown-grace", 30*time.Second, "how long SIGTERM waits for a running deploy before killing it (it is then reported as failed), in seconds or as a duration")
+	durationVar(c.Flags, &c.ConfirmTimeout, "confirm-timeout", deploy.DefaultConfirmTimeout, "after a switch or test, how long NATS and every --health-check get to come good before the change is rolled back, in seconds or as a duration; 0 disables")
+	c.Flags.StringListVar(&c.HealthChecks, 0, "health-check", "command that must exit 0 after a switch or test, repeatable; run without a shell: [timeout=30s] PROGRAM [ARG...], words quoted with '...' or \"...\"")
 	c.Flags.StringVar(&c.WatchUnitFile, 0, "watch-unit-file", "", "systemd unit file of this listener; after a switch that changed it, the listener exits so systemd restarts it on the new version")
 	c.Command = &ff.Command{
 		Name:      "listener",
@@ -82,6 +87,16 @@ func (c *listenerCmd) exec(ctx context.Context, args []string) error {
 	if c.Grace <= 0 {
 		return usagef("--shutdown-grace must be positive, e.g. 30 or 30s")
 	}
+	if c.ConfirmTimeout < 0 {
+		return usagef("--confirm-timeout must be 0 (off) or positive, e.g. 120 or 2m")
+	}
+	checks, err := deploy.ParseHealthChecks(c.HealthChecks)
+	if err != nil {
+		return usagef("--health-check: %v", err)
+	}
+	if len(checks) > 0 && c.ConfirmTimeout == 0 {
+		return usagef("--health-check needs a --confirm-timeout (it is 0, which turns confirmation off)")
+	}
 	cfg := listener.Config{
 		Hostname: c.Hostname, Tier: c.Tier, Role: c.Role,
 		NATSURL: c.conn.URL, NKeyFile: c.conn.NKeyFile, CAFile: c.conn.CAFile,
@@ -90,6 +105,7 @@ func (c *listenerCmd) exec(ctx context.Context, args []string) error {
 		MetricsEnabled: c.MetricsEnabled, MetricsAddr: c.MetricsAddr,
 		ShutdownGrace: c.Grace,
 		Version:       r.Env.Version, Logger: r.Logger(),
+		ConfirmTimeout: c.ConfirmTimeout, HealthChecks: checks,
 	}
 	if c.WatchUnitFile != "" {
 		cfg.WatchPaths = selfupdate.WatchPaths(c.WatchUnitFile, os.Args[0])

@@ -58,6 +58,14 @@ type Config struct {
 	Conn *protocol.Conn
 	// MessagePrefix, if set, starts every deploy status message (demo).
 	MessagePrefix string
+	// ConfirmTimeout, when positive, is how long after a completed switch
+	// or test the NATS connection and every HealthChecks entry get to come
+	// good before the change is rolled back (--confirm-timeout).
+	ConfirmTimeout time.Duration
+	HealthChecks   []deploy.HealthCheck
+	// SwitchToConfiguration replaces the system profile's
+	// switch-to-configuration for undoing a test (tests).
+	SwitchToConfiguration string
 }
 
 // Listener is a running listener.
@@ -154,7 +162,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	// Discovery floods must not grow memory without bound.
 	subs = append(subs, daemon.Subscription{
-		Subject: cfg.DiscoverSubject, Handle: func(msg *nats.Msg) { responder.Handle(msg.Data) },
+		Subject: cfg.DiscoverSubject, Handle: func(msg *nats.Msg) { server.Redeliver(); responder.Handle(msg.Data) },
 		PendingMsgs: 4096, PendingBytes: 4 << 20,
 	})
 	metricsAddr := ""
@@ -197,6 +205,10 @@ func serverConfig(cfg Config, conn *protocol.Conn, m *deploy.Metrics, log *slog.
 		Timeout: cfg.Timeout, Exec: cfg.Exec, Publish: publisher(conn), Metrics: m, Logger: log,
 		BeforeDeploy: cfg.BeforeDeploy, MessagePrefix: cfg.MessagePrefix,
 		RestartAfter: cfg.RestartAfter,
+		Confirm: deploy.Confirm{
+			Timeout: cfg.ConfirmTimeout, Checks: cfg.HealthChecks,
+			Connected: conn.IsConnected, SwitchToConfiguration: cfg.SwitchToConfiguration,
+		},
 		OnRestart: func(why string) {
 			// The final status must be on the wire before the listener
 			// exits. Only then: a round trip per deploy is most of a

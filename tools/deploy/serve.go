@@ -57,6 +57,9 @@ type ServerConfig struct {
 	// simulated listeners use "[simulated] " so nobody mistakes them for
 	// real rebuilds).
 	MessagePrefix string
+	// Confirm, if its Timeout is set, confirms a completed switch or test
+	// or rolls it back (confirm.go).
+	Confirm Confirm
 }
 
 // Server is the serve half of the deploy tool: it validates a request,
@@ -66,6 +69,8 @@ type Server struct {
 	core *serve.Core
 	busy atomic.Bool
 	last atomic.Pointer[protocol.LastDeploy]
+	// offline is a final status sent while NATS was down (confirm.go).
+	offline atomic.Pointer[finalStatus]
 }
 
 // LastDeploy returns the outcome of the most recent finished deploy, or nil.
@@ -209,6 +214,9 @@ func (s *Server) run(req protocol.DeployRequest, flakeRef string, log *slog.Logg
 	if status != protocol.StatusCompleted && tail != "" {
 		msg += "\n" + tail
 	}
+	if status == protocol.StatusCompleted {
+		status, code, msg = s.confirm(req, msg, log)
+	}
 	if s.cfg.Metrics != nil {
 		s.cfg.Metrics.Duration.WithLabelValues(string(req.Action), strconv.FormatBool(status == protocol.StatusCompleted)).Observe(dur.Seconds())
 	}
@@ -227,6 +235,7 @@ func (s *Server) run(req protocol.DeployRequest, flakeRef string, log *slog.Logg
 		}
 	}
 	release()
+	s.noteFinal(req, status, code, msg, dur)
 	s.reply(req, status, code, msg, dur)
 	if restart && s.cfg.OnRestart != nil {
 		s.cfg.OnRestart(why)
