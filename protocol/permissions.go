@@ -31,17 +31,45 @@ func BuilderPermissions(repos []string) Permissions {
 	return Permissions{Publish: []string{BuildResponsesPrefix + ">"}, Subscribe: sub}
 }
 
-// TestDeployerPermissions: deploy to the test tier and discover hosts.
+// TestDeployerPermissions: deploy to the test tier and discover hosts;
+// read the test tier of the fleet registry.
 func TestDeployerPermissions() Permissions {
+	r := FleetReaderPermissions("test")
 	return Permissions{
-		Publish:   []string{"deploy.test.>", DefaultDiscoverSubject},
-		Subscribe: []string{DeployResponsesPrefix + ">", DefaultDiscoverSubject},
+		Publish:   append([]string{"deploy.test.>", DefaultDiscoverSubject}, r.Publish...),
+		Subscribe: append([]string{DeployResponsesPrefix + ">", DefaultDiscoverSubject}, r.Subscribe...),
 	}
 }
 
-// AdminDeployerPermissions: deploy anywhere.
+// AdminDeployerPermissions: deploy anywhere; read every tier of the fleet
+// registry.
 func AdminDeployerPermissions() Permissions {
-	return Permissions{Publish: []string{"deploy.>"}, Subscribe: []string{"deploy.>"}}
+	r := FleetReaderPermissions(Tiers...)
+	return Permissions{Publish: append([]string{"deploy.>"}, r.Publish...), Subscribe: append([]string{"deploy.>"}, r.Subscribe...)}
+}
+
+// FleetListenerPermissions: what a listener needs of the fleet registry
+// (fleet.go): write its own key and nothing else, read the bucket's
+// stream info and create the bucket when it is missing, and hear
+// JetStream's answers on its own reply subjects. It may not update or
+// delete the stream, nor read any entry.
+func FleetListenerPermissions(tier, hostname string) Permissions {
+	return Permissions{
+		Publish:   []string{FleetKeySubject(tier, hostname), FleetStreamInfoSubject, FleetStreamCreateSubject},
+		Subscribe: []string{FleetHostReplyPrefix(hostname) + ">"},
+	}
+}
+
+// FleetReaderPermissions: read the entries of the given tiers and nothing
+// else. Creating a consumer is the only read; its filter, one tier, is
+// part of the subject, so this is the whole binding.
+func FleetReaderPermissions(tiers ...string) Permissions {
+	var p Permissions
+	for _, t := range tiers {
+		p.Publish = append(p.Publish, fleetConsumerCreatePattern(t))
+		p.Subscribe = append(p.Subscribe, FleetReadReplyPrefix(t)+">")
+	}
+	return p
 }
 
 // BuildClientPermissions: request builds of the given repos.

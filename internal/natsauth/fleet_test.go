@@ -72,6 +72,14 @@ func TestParseFleetErrors(t *testing.T) {
 	}
 }
 
+// The fleet registry's subjects, written out: what nats-config prints.
+const (
+	fleetInfo   = "$JS.API.STREAM.INFO.KV_homelab_deploy_fleet"
+	fleetCreate = "$JS.API.STREAM.CREATE.KV_homelab_deploy_fleet"
+	readTest    = "$JS.API.CONSUMER.CREATE.KV_homelab_deploy_fleet.*.$KV.homelab_deploy_fleet.test.>"
+	readProd    = "$JS.API.CONSUMER.CREATE.KV_homelab_deploy_fleet.*.$KV.homelab_deploy_fleet.prod.>"
+)
+
 func TestCredentialsFollowSpecTable(t *testing.T) {
 	t.Parallel()
 	creds := parse(t, fullFleet).Credentials()
@@ -87,20 +95,20 @@ func TestCredentialsFollowSpecTable(t *testing.T) {
 	}
 	want := map[string]protocol.Permissions{
 		"listener-dns1": {
-			Publish:   []string{"deploy.responses.>", "deploy.discover"},
-			Subscribe: []string{"deploy.prod.dns1", "deploy.prod.all", "deploy.prod.role.dns", "deploy.discover"},
+			Publish:   []string{"deploy.responses.>", "deploy.discover", "$KV.homelab_deploy_fleet.prod.dns1", fleetInfo, fleetCreate},
+			Subscribe: []string{"deploy.prod.dns1", "deploy.prod.all", "deploy.prod.role.dns", "deploy.discover", "fleet.replies.host.dns1.>"},
 		},
 		"listener-testhost1": {
-			Publish:   []string{"deploy.responses.>", "deploy.discover"},
-			Subscribe: []string{"deploy.test.testhost1", "deploy.test.all", "deploy.discover"},
+			Publish:   []string{"deploy.responses.>", "deploy.discover", "$KV.homelab_deploy_fleet.test.testhost1", fleetInfo, fleetCreate},
+			Subscribe: []string{"deploy.test.testhost1", "deploy.test.all", "deploy.discover", "fleet.replies.host.testhost1.>"},
 		},
 		"builder":        {Publish: []string{"build.responses.>"}, Subscribe: []string{"build.nixos-servers.*", "build.homelab.*"}},
-		"test-deployer":  {Publish: []string{"deploy.test.>", "deploy.discover"}, Subscribe: []string{"deploy.responses.>", "deploy.discover"}},
-		"admin-deployer": {Publish: []string{"deploy.>"}, Subscribe: []string{"deploy.>"}},
+		"test-deployer":  {Publish: []string{"deploy.test.>", "deploy.discover", readTest}, Subscribe: []string{"deploy.responses.>", "deploy.discover", "fleet.replies.read.test.>"}},
+		"admin-deployer": {Publish: []string{"deploy.>", readTest, readProd}, Subscribe: []string{"deploy.>", "fleet.replies.read.test.>", "fleet.replies.read.prod.>"}},
 		"build-client":   {Publish: []string{"build.nixos-servers.*", "build.homelab.*"}, Subscribe: []string{"build.responses.>"}},
 		"mcp": {
-			Publish:   []string{"deploy.test.>", "deploy.discover", "build.nixos-servers.*", "build.homelab.*"},
-			Subscribe: []string{"deploy.responses.>", "deploy.discover", "build.responses.>"},
+			Publish:   []string{"deploy.test.>", "deploy.discover", readTest, "build.nixos-servers.*", "build.homelab.*"},
+			Subscribe: []string{"deploy.responses.>", "deploy.discover", "fleet.replies.read.test.>", "build.responses.>"},
 		},
 	}
 	for name, w := range want {
@@ -132,8 +140,8 @@ func TestCustomSubjectsAndDisabledDeployers(t *testing.T) {
 		t.Fatalf("credentials %+v, want only the listener", creds)
 	}
 	want := protocol.Permissions{
-		Publish:   []string{"deploy.responses.>", "deploy.lab-discover"},
-		Subscribe: []string{"deploy.test.lab1", "deploy.lab.all", "deploy.lab-discover"},
+		Publish:   []string{"deploy.responses.>", "deploy.lab-discover", "$KV.homelab_deploy_fleet.test.lab1", fleetInfo, fleetCreate},
+		Subscribe: []string{"deploy.test.lab1", "deploy.lab.all", "deploy.lab-discover", "fleet.replies.host.lab1.>"},
 	}
 	if !reflect.DeepEqual(creds[0].Permissions, want) {
 		t.Errorf("permissions %+v, want %+v", creds[0].Permissions, want)
@@ -255,7 +263,7 @@ func FuzzParseFleet(f *testing.F) {
 			}
 			seen[c.Name] = true
 			for _, s := range append(append([]string{}, c.Permissions.Publish...), c.Permissions.Subscribe...) {
-				lit := strings.NewReplacer(".>", ".x", ".*", ".x").Replace(s)
+				lit := strings.NewReplacer(".>", ".x", ".*", ".x", "$", "").Replace(s)
 				if err := protocol.ValidateLiteralSubject(lit); err != nil {
 					t.Fatalf("credential %s has subject %q: %v", c.Name, s, err)
 				}

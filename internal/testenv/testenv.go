@@ -63,6 +63,20 @@ func NewCred(t testing.TB, dir, name string, perms protocol.Permissions) Cred {
 // given users; it is shut down when the test ends.
 func StartNATS(t testing.TB, users ...User) *NATS {
 	t.Helper()
+	return StartNATSWith(t, nil, users...)
+}
+
+// JetStream is a StartNATSWith option: JetStream on, stored in a
+// temporary directory.
+func JetStream(t testing.TB) func(*server.Options) {
+	dir := t.TempDir()
+	return func(o *server.Options) { o.JetStream, o.StoreDir = true, dir }
+}
+
+// StartNATSWith is StartNATS with configure applied to the server's
+// options (nil for none) before it starts.
+func StartNATSWith(t testing.TB, configure func(*server.Options), users ...User) *NATS {
+	t.Helper()
 	n := &NATS{Dir: t.TempDir(), creds: map[string]Cred{}}
 	opts := &server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, MaxPayload: 1 << 20}
 	for _, u := range users {
@@ -74,6 +88,9 @@ func StartNATS(t testing.TB, users ...User) *NATS {
 		}
 		n.creds[u.Name] = c
 		opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: c.Public, Permissions: serverPerms(c.Permissions)})
+	}
+	if configure != nil {
+		configure(opts)
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {
@@ -127,6 +144,9 @@ func ListenerPerms(tier, hostname, role string) *protocol.Permissions {
 		panic(err)
 	}
 	p := protocol.ListenerPermissions(subs, "")
+	f := protocol.FleetListenerPermissions(tier, hostname)
+	p.Publish = append(p.Publish, f.Publish...)
+	p.Subscribe = append(p.Subscribe, f.Subscribe...)
 	return &p
 }
 

@@ -1,0 +1,226 @@
+package fleet
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/homelab-deploy/homelab-deploy/protocol"
+)
+
+// Host is one entry as a reader sees it.
+type Host struct {
+	protocol.FleetEntry
+	// Online is false when the listener stopped, or its entry is older
+	// than OfflineAfter heartbeats.
+	Online bool
+	// LastSeen is when the NATS server stored the entry (one clock for
+	// every host, so hosts with a wrong clock are judged fairly).
+	LastSeen time.Time
+}
+
+// ReadOptions tune a read; zero fields take the defaults.
+type ReadOptions struct {
+	// Timeout bounds the read of one tier (default DefaultTimeout).
+	Timeout time.Duration
+	// Now is the reader's clock.
+	Now func() time.Time
+	// Invalid, if set, is told about each entry that is refused.
+	Invalid func(subject string, err error)
+}
+
+func (o ReadOptions) withDefaults() ReadOptions {
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o
+}
+
+// consumerConfig is the ephemeral consumer a read creates: the last
+// entry of every key of one tier, pushed at once to the reader's reply
+// subject, unacknowledged, in memory, removed by the server soon after the
+// reader stops listening. Only fields nats-server 2.9 knows.
+type consumerConfig struct {
+	Name              string `json:"name"`
+	DeliverSubject    string `json:"deliver_subject"`
+	DeliverPolicy     string `json:"deliver_policy"`
+	AckPolicy         string `json:"ack_policy"`
+	ReplayPolicy      string `json:"replay_policy"`
+	FilterSubject     string `json:"filter_subject"`
+	InactiveThreshold int64  `json:"inactive_threshold"`
+	MemStorage        bool   `json:"mem_storage"`
+	Replicas          int    `json:"num_replicas"`
+}
+
+type consumerCreate struct {
+	Stream string         `json:"stream_name"`
+	Config consumerConfig `json:"config"`
+}
+
+type consumerInfo struct {
+	NumPending uint64 `json:"num_pending"`
+}
+
+// consumerLinger is how long the server keeps a read's consumer after the
+// reader stopped listening.
+const consumerLinger = 5 * time.Second
+
+// ReadTier reads every entry of tier, sorted by hostname. Its errors wrap
+// ErrNoJetStream, ErrNoBucket, ErrNotPermitted or ErrNoAnswer when the
+// registry cannot be used, so the caller can fall back to discovery.
+func ReadTier(ctx context.Context, conn *protocol.Conn, tier string, opts ReadOptions) ([]Host, error) {
+	opts = opts.withDefaults()
+	if err := protocol.ValidateTier(tier); err != nil {
+		return nil, err
+	}
+	if conn == nil {
+		return nil, errors.New("fleet registry: no NATS connection")
+	}
+	id := protocol.NewID()
+	reply := protocol.FleetReadReplyPrefix(tier) + id
+	r, err := listen(conn, reply, 256)
+	if err != nil {
+		return nil, err
+	}
+	defer r.close()
+
+	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
+	defer cancel()
+	c := collector{tier: tier, hosts: map[string]Host{}, opts: opts}
+	body, _ := json.Marshal(consumerCreate{Stream: protocol.FleetStream, Config: consumerConfig{
+		Name: id, DeliverSubject: reply, DeliverPolicy: "last_per_subject", AckPolicy: "none",
+		ReplayPolicy: "instant", FilterSubject: protocol.FleetTierFilter(tier),
+		InactiveThreshold: int64(consumerLinger), MemStorage: true, Replicas: 1,
+	}})
+	data, err := r.apiCall(ctx, protocol.FleetConsumerCreateSubject(id, tier), body, opts.Timeout, c.add)
+	if err != nil {
+		return nil, fmt.Errorf("read the %s tier of the fleet registry: %w", tier, err)
+	}
+	var info consumerInfo
+	if err := json.Unmarshal(data, &info); err != nil {
+		return nil, fmt.Errorf("read the %s tier of the fleet registry: consumer info: %v", tier, err)
+	}
+	if info.NumPending == 0 && c.seen == 0 {
+		c.done = true
+	}
+	for !c.done {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("read the %s tier of the fleet registry: %w: %d of %d entries within %s", tier, ErrNoAnswer, c.seen, info.NumPending, opts.Timeout)
+		case m := <-r.msgs:
+			c.add(m)
+		}
+	}
+	return c.sorted(), nil
+}
+
+// collector gathers the entries a read's consumer delivers.
+type collector struct {
+	tier  string
+	hosts map[string]Host
+	opts  ReadOptions
+	seen  int
+	done  bool
+}
+
+// add takes one delivery. The last one of the initial set carries no
+// pending count: then the read is complete.
+func (c *collector) add(m *nats.Msg) {
+	meta, err := m.Metadata()
+	if err != nil || meta.Stream != protocol.FleetStream {
+		return // not a delivery of the consumer
+	}
+	c.seen++
+	if meta.NumPending == 0 {
+		c.done = true
+	}
+	if op := m.Header.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
+		return
+	}
+	e, err := protocol.DecodeFleetEntry(m.Subject, m.Data)
+	if err == nil && e.Tier != c.tier {
+		err = fmt.Errorf("entry %s is not of tier %s", m.Subject, c.tier)
+	}
+	if err != nil {
+		if c.opts.Invalid != nil {
+			c.opts.Invalid(m.Subject, err)
+		}
+		return
+	}
+	h := Host{FleetEntry: e, LastSeen: meta.Timestamp}
+	h.Online = IsOnline(e, h.LastSeen, c.opts.Now())
+	c.hosts[e.Hostname] = h
+}
+
+func (c *collector) sorted() []Host {
+	out := make([]Host, 0, len(c.hosts))
+	for _, h := range c.hosts {
+		out = append(out, h)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Hostname < out[j].Hostname })
+	return out
+}
+
+// IsOnline decides whether a host whose entry was last stored at
+// lastSeen is online at now: not stopped, and seen within OfflineAfter of
+// its own heartbeat intervals.
+func IsOnline(e protocol.FleetEntry, lastSeen, now time.Time) bool {
+	if e.Stopped {
+		return false
+	}
+	interval := time.Duration(e.HeartbeatSeconds * float64(time.Second))
+	if interval <= 0 {
+		interval = DefaultInterval
+	}
+	return now.Sub(lastSeen) <= OfflineAfter*interval
+}
+
+// Read reads several tiers at once. It returns the hosts of the tiers it
+// could read, sorted by tier then hostname, and the error of each tier it
+// could not.
+func Read(ctx context.Context, conn *protocol.Conn, tiers []string, opts ReadOptions) ([]Host, map[string]error) {
+	type result struct {
+		hosts []Host
+		err   error
+	}
+	results := make([]result, len(tiers))
+	var wg sync.WaitGroup
+	for i, tier := range tiers {
+		wg.Go(func() {
+			h, err := ReadTier(ctx, conn, tier, opts)
+			results[i] = result{h, err}
+		})
+	}
+	wg.Wait()
+	var hosts []Host
+	errs := map[string]error{}
+	for i, r := range results {
+		if r.err != nil {
+			errs[tiers[i]] = r.err
+			continue
+		}
+		hosts = append(hosts, r.hosts...)
+	}
+	sort.SliceStable(hosts, func(i, j int) bool {
+		if hosts[i].Tier != hosts[j].Tier {
+			return hosts[i].Tier < hosts[j].Tier
+		}
+		return hosts[i].Hostname < hosts[j].Hostname
+	})
+	return hosts, errs
+}
+
+// Unusable reports whether err means the registry cannot be used at all
+// (fall back to discovery), as opposed to an entry-level problem.
+func Unusable(err error) bool {
+	return errors.Is(err, ErrNoJetStream) || errors.Is(err, ErrNoBucket) || errors.Is(err, ErrNotPermitted) || errors.Is(err, ErrNoAnswer)
+}
