@@ -19,6 +19,10 @@
       "deploy.<tier>.role.<role>"
     ];
     discoverSubject = "deploy.discover";
+    # After a switch or test: how long NATS and the health checks get before
+    # the change is rolled back (0: never), and the checks.
+    confirmTimeout = 120;
+    healthChecks = [ ];
     environment = { };
     metrics = {
       enable = false;

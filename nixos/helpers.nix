@@ -91,7 +91,13 @@ rec {
       (toString cfg.timeout)
       "--shutdown-grace"
       (toString cfg.shutdownGrace)
+      "--confirm-timeout"
+      (toString cfg.confirmTimeout)
     ]
+    ++ concatMap (c: [
+      "--health-check"
+      c
+    ]) cfg.healthChecks
     ++ concatMap (s: [
       "--deploy-subject"
       s

@@ -43,6 +43,8 @@ var specOptions = map[string]option{
 	"listener.shutdownGrace":        {Type: "positiveInt", Default: 30.0}, // extension
 	"listener.deploySubjects":       {Type: "listOf str", Default: defaultSubjects},
 	"listener.discoverSubject":      {Type: "str", Default: "deploy.discover"},
+	"listener.confirmTimeout":       {Type: "unsignedInt", Default: 120.0},  // extension
+	"listener.healthChecks":         {Type: "listOf str", Default: []any{}}, // extension
 	"listener.environment":          {Type: "attrsOf str", Default: map[string]any{}},
 	"listener.metrics.enable":       {Type: "bool", Default: false},
 	"listener.metrics.address":      {Type: "str", Default: ":9972"},
@@ -243,7 +245,7 @@ func TestListenerCommandLine(t *testing.T) {
 				"--nats-url", "nats://nats.example.com:4222",
 				"--nkey-file", "/run/secrets/listener.nkey",
 				"--flake-url", "git+https://git.example.com/user/nixos-configs.git",
-				"--timeout", "600", "--shutdown-grace", "30",
+				"--timeout", "600", "--shutdown-grace", "30", "--confirm-timeout", "120",
 				"--deploy-subject", "deploy.<tier>.<hostname>",
 				"--deploy-subject", "deploy.<tier>.all",
 				"--deploy-subject", "deploy.<tier>.role.<role>",
@@ -264,6 +266,8 @@ func TestListenerCommandLine(t *testing.T) {
 				"metrics":         map[string]any{"enable": true, "address": "127.0.0.1:9100"},
 				"natsCaFile":      "/etc/ssl/nats-ca.pem",
 				"logLevel":        "debug",
+				"confirmTimeout":  60,
+				"healthChecks":    []string{"systemctl is-active sshd.service", `timeout=5s curl -fsS "http://127.0.0.1/a b"`},
 				"extraArgs":       []string{"--some-new-flag", "value with space"},
 			}),
 			want: []string{"listener",
@@ -272,7 +276,9 @@ func TestListenerCommandLine(t *testing.T) {
 				"--nkey-file", "/run/secrets/listener.nkey",
 				"--flake-url", "git+https://git.example.com/user/nixos-configs.git",
 				"--role", "dns",
-				"--timeout", "120", "--shutdown-grace", "30",
+				"--timeout", "120", "--shutdown-grace", "30", "--confirm-timeout", "60",
+				"--health-check", "systemctl is-active sshd.service",
+				"--health-check", `timeout=5s curl -fsS "http://127.0.0.1/a b"`,
 				"--deploy-subject", "deploy.<tier>.<hostname>",
 				"--deploy-subject", "custom.<role>",
 				"--discover-subject", "deploy.discover.lab",
@@ -294,7 +300,7 @@ func TestListenerCommandLine(t *testing.T) {
 				"--nats-url", "nats://nats.example.com:4222",
 				"--nkey-file", "/run/secrets/listener.nkey",
 				"--flake-url", `git+https://h.example/r.git?dir=a b&x=%41$HOME"'\`,
-				"--timeout", "600", "--shutdown-grace", "30",
+				"--timeout", "600", "--shutdown-grace", "30", "--confirm-timeout", "120",
 				"--deploy-subject", "deploy.<tier>.<hostname>",
 				"--deploy-subject", "deploy.<tier>.all",
 				"--deploy-subject", "deploy.<tier>.role.<role>",
@@ -403,11 +409,11 @@ func TestEveryFlagReachable(t *testing.T) {
 	}
 	t.Run("listener", func(t *testing.T) {
 		t.Parallel()
-		check(t, "listener", listenerCfg(map[string]any{
+		check(t, "listener", withHealthCheck(listenerCfg(map[string]any{
 			"role":       "dns",
 			"metrics":    map[string]any{"enable": true},
 			"natsCaFile": "/etc/ca.pem",
-		}), listenerFlags)
+		})), listenerFlags)
 	})
 	t.Run("builder", func(t *testing.T) {
 		t.Parallel()

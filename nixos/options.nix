@@ -173,6 +173,36 @@ in
       description = "Subject on which host discovery requests arrive.";
     };
 
+    confirmTimeout = mkOption {
+      type = types.ints.unsigned;
+      default = l.confirmTimeout;
+      description = ''
+        Seconds after a successful `switch` or `test` within which the
+        listener's NATS connection must be up again and every health check
+        must pass; otherwise the listener rolls the change back on the host
+        (`nixos-rebuild switch --rollback`, or the current profile activated
+        again after a `test`) and reports `failed` with `rolled_back`.
+        `0` turns this off. `boot` and `dry-activate` are never rolled back
+        (`--confirm-timeout`).
+      '';
+    };
+
+    healthChecks = mkOption {
+      type = types.listOf types.str;
+      default = l.healthChecks;
+      example = [
+        "systemctl is-active sshd.service"
+        "timeout=10s curl -fsS http://127.0.0.1:8080/health"
+      ];
+      description = ''
+        Commands that must exit 0 after a `switch` or `test` (`--health-check`).
+        Each is `[timeout=DURATION] PROGRAM [ARG...]`, run without a shell;
+        words may be quoted with `'...'` or `"..."`. A failing check is retried
+        until `confirmTimeout` runs out. Each run has its own timeout
+        (default 30 s) and is killed with its process group.
+      '';
+    };
+
     environment = environmentOption;
 
     metrics = metricsOptions l.metrics;

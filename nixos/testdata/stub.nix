@@ -32,6 +32,7 @@ rec {
       path.name = "path";
       package.name = "package";
       ints.positive.name = "positiveInt";
+      ints.unsigned.name = "unsignedInt";
       enum = values: {
         name = "enum";
         inherit values;
