@@ -20,6 +20,7 @@ import (
 // but never when a doc writes them after a homelab-deploy command.
 var foreignFlags = map[string]string{
 	"flake":     "nixos-rebuild --flake",
+	"rollback":  "nixos-rebuild switch --rollback",
 	"no-link":   "nix build --no-link",
 	"refresh":   "nix eval --refresh",
 	"apply":     "nix eval --apply",
