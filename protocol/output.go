@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"strings"
 	"time"
@@ -121,4 +122,17 @@ func CleanOutputLine(s string) string {
 	}
 	const mark = "…"
 	return cleanText(s, MaxOutputLineBytes-len(mark)) + mark
+}
+
+// LinesSince returns the lines of an output status for display: when
+// DroppedLines grew past prevDropped (the count of the previous output
+// status of the same run), a note saying how many lines were left out
+// comes first, where they were. It also returns the new count.
+func (o Output) LinesSince(prevDropped int) ([]string, int) {
+	n := o.Dropped()
+	if n <= prevDropped {
+		return o.Lines, prevDropped
+	}
+	note := fmt.Sprintf("[%d line(s) of output not sent; the whole output is in the log of the host that ran it]", n-prevDropped)
+	return append([]string{note}, o.Lines...), n
 }

@@ -139,3 +139,15 @@ func FuzzCleanOutputLine(f *testing.F) {
 		}
 	})
 }
+
+func TestOutputLinesSince(t *testing.T) {
+	t.Parallel()
+	o := Output{Lines: OutputLines{"b"}, DroppedLines: 5}
+	lines, n := o.LinesSince(2)
+	if n != 5 || len(lines) != 2 || !strings.HasPrefix(lines[0], "[3 line(s) of output not sent") || lines[1] != "b" {
+		t.Fatalf("LinesSince(2) = %q, %d", lines, n)
+	}
+	if lines, n := o.LinesSince(5); n != 5 || len(lines) != 1 {
+		t.Fatalf("LinesSince(5) = %q, %d", lines, n)
+	}
+}

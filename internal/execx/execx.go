@@ -50,8 +50,9 @@ type Cmd struct {
 	// KillGrace is how long the group gets between SIGTERM and SIGKILL.
 	KillGrace time.Duration
 	// OnLine, if set, is called with every line of output as the command
-	// writes it (stdout and stderr merged, or each on its own when
-	// KeepStdout is set), without its line ending and cut to MaxLineBytes.
+	// writes it (stdout and stderr merged; only stderr when KeepStdout is
+	// set, stdout being the command's result then), without its line
+	// ending and cut to MaxLineBytes.
 	// Calls never overlap, and every call has returned when Run returns.
 	// A slow OnLine slows the command's output: keep it quick.
 	OnLine func(line string)
@@ -101,9 +102,9 @@ func Run(ctx context.Context, c Cmd) (Result, error) {
 	}
 	switch {
 	case c.KeepStdout && lines != nil:
-		// Two pipes: stdout is collected apart, so each stream gets its
-		// own line splitter (one shared lock keeps the calls in order).
-		cmd.Stdout = io.MultiWriter(tail, &stdout, &streamLines{s: lines, stream: 1})
+		// stdout is the command's result (nix build --json), collected
+		// apart; its log is stderr.
+		cmd.Stdout = io.MultiWriter(tail, &stdout)
 		cmd.Stderr = io.MultiWriter(tail, &streamLines{s: lines, stream: 2})
 	case c.KeepStdout:
 		cmd.Stdout = io.MultiWriter(tail, &stdout)
