@@ -19,6 +19,7 @@ type builderCmd struct {
 	MetricsEnabled bool
 	MetricsAddr    string
 	Grace          time.Duration
+	Trusted        []string
 	Flags          *ff.FlagSet
 	Command        *ff.Command
 }
@@ -33,6 +34,7 @@ func newBuilder(r *Root) *builderCmd {
 	c.Flags.BoolVar(&c.MetricsEnabled, 0, "metrics-enabled", "enable the Prometheus /metrics and /health endpoint")
 	c.Flags.StringVar(&c.MetricsAddr, 0, "metrics-addr", builder.DefaultMetricsAddr, "metrics HTTP address")
 	durationVar(c.Flags, &c.Grace, "shutdown-grace", 30*time.Second, "how long SIGTERM waits for running builds before killing them (their hosts are then reported as failed), in seconds or as a duration")
+	c.Flags.StringListVar(&c.Trusted, 0, "trusted-deployer", "NKey user public key (U...) of a client whose signed build requests are carried out, repeatable; when given, unsigned requests and requests signed by other keys are refused (unauthorized)")
 	c.Command = &ff.Command{
 		Name:      "builder",
 		Usage:     "homelab-deploy builder [FLAGS]",
@@ -83,6 +85,7 @@ func (c *builderCmd) exec(ctx context.Context, args []string) error {
 		ShutdownGrace: c.Grace,
 		Version:       r.Env.Version, Logger: r.Logger(),
 	}
+	cfg.TrustedDeployers = c.Trusted
 	// A bad configuration file is the operator's to fix: say so and stop.
 	if _, err := cfg.Load(); err != nil {
 		return usageError{err}

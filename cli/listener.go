@@ -27,6 +27,7 @@ type listenerCmd struct {
 	MetricsAddr    string
 	Grace          time.Duration
 	WatchUnitFile  string
+	Trusted        []string
 	ConfirmTimeout time.Duration
 	HealthChecks   []string
 	Flags          *ff.FlagSet
@@ -49,6 +50,7 @@ func newListener(r *Root) *listenerCmd {
 	durationVar(c.Flags, &c.Grace, "shutdown-grace", 30*time.Second, "how long SIGTERM waits for a running deploy before killing it (it is then reported as failed), in seconds or as a duration")
 	durationVar(c.Flags, &c.ConfirmTimeout, "confirm-timeout", deploy.DefaultConfirmTimeout, "after a switch or test, how long NATS and every --health-check get to come good before the change is rolled back, in seconds or as a duration; 0 disables")
 	c.Flags.StringListVar(&c.HealthChecks, 0, "health-check", "command that must exit 0 after a switch or test, repeatable; run without a shell: [timeout=30s] PROGRAM [ARG...], words quoted with '...' or \"...\"")
+	c.Flags.StringListVar(&c.Trusted, 0, "trusted-deployer", "NKey user public key (U...) of a deployer whose signed requests are carried out, repeatable; when given, unsigned requests and requests signed by other keys are refused (unauthorized)")
 	c.Flags.StringVar(&c.WatchUnitFile, 0, "watch-unit-file", "", "systemd unit file of this listener; after a switch that changed it, the listener exits so systemd restarts it on the new version")
 	c.Command = &ff.Command{
 		Name:      "listener",
@@ -107,6 +109,7 @@ func (c *listenerCmd) exec(ctx context.Context, args []string) error {
 		Version:       r.Env.Version, Logger: r.Logger(),
 		ConfirmTimeout: c.ConfirmTimeout, HealthChecks: checks,
 	}
+	cfg.TrustedDeployers = c.Trusted
 	if c.WatchUnitFile != "" {
 		cfg.WatchPaths = selfupdate.WatchPaths(c.WatchUnitFile, os.Args[0])
 	}

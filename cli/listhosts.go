@@ -92,7 +92,19 @@ func (r *Root) printHosts(res listhosts.Result) {
 		last := "-"
 		if l := h.LastDeploy; l != nil {
 			last = fmt.Sprintf("%s %s %s %s", l.Status, l.Action, l.Revision, l.FinishedAt)
+			if l.Caller != "" {
+				last += " by " + shortKey(l.Caller)
+			}
 		}
 		fmt.Fprintf(r.Stdout, row, name, h.Tier, role, h.Version, last, strings.Join(h.Subjects, ","))
 	}
+}
+
+// shortKey shortens an NKey public key for a table: its first 8 and last 4
+// characters (--json and the listener's audit line carry it in full).
+func shortKey(k string) string {
+	if len(k) <= 13 {
+		return k
+	}
+	return k[:8] + "…" + k[len(k)-4:]
 }

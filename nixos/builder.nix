@@ -43,6 +43,21 @@ in
         message = "${opt}.settings: ${lib.concatStringsSep "; " (helpers.repoProblems cfg.settings)}.";
       }
       {
+        assertion = builtins.all helpers.isUserPublicKey cfg.trustedDeployers;
+        message = ''
+          ${opt}.trustedDeployers must list NKey user public keys ("U" and 55 letters A-Z or digits
+          2-7, as `homelab-deploy keygen` prints them), never seeds. Entries that are not: ${
+            builtins.concatStringsSep ", " (
+              builtins.filter (x: x != "") (
+                builtins.genList (
+                  i:
+                  if helpers.isUserPublicKey (builtins.elemAt cfg.trustedDeployers i) then "" else "#${toString (i + 1)}"
+                ) (builtins.length cfg.trustedDeployers)
+              )
+            )
+          } (not quoted: a seed is a secret).'';
+      }
+      {
         assertion = !(builtins.isPath cfg.nkeyFile) && !(helpers.isStorePath cfg.nkeyFile);
         message = ''
           ${opt}.nkeyFile must be a string path outside the Nix store (for example

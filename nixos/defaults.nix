@@ -23,6 +23,7 @@
     # the change is rolled back (0: never), and the checks.
     confirmTimeout = 120;
     healthChecks = [ ];
+    trustedDeployers = [ ];
     environment = { };
     metrics = {
       enable = false;
@@ -41,6 +42,7 @@
     timeout = 1800;
     maxParallel = 2;
     shutdownGrace = 30;
+    trustedDeployers = [ ];
     environment = { };
     metrics = {
       enable = false;

@@ -40,6 +40,17 @@ rec {
   ];
   isValidHostname = s: isSubjectToken s && !(elem s reservedHostnames);
 
+  # An NKey user public key: "U" and 55 more base32 characters. The binary
+  # checks the key's checksum too; this catches a seed (SU...) or another
+  # kind of key before the unit is built.
+  isUserPublicKey = s: isString s && match "U[A-Z2-7]{55}" s != null;
+
+  # The --trusted-deployer arguments of a list of keys.
+  trustedDeployerArgs = concatMap (k: [
+    "--trusted-deployer"
+    k
+  ]);
+
   # The TCP port of a Go listen address (":9972", "0.0.0.0:9972",
   # "[::]:9972", "host:9972"), or null when there is none or it is out of
   # range.
@@ -106,6 +117,7 @@ rec {
       "--discover-subject"
       cfg.discoverSubject
     ]
+    ++ trustedDeployerArgs cfg.trustedDeployers
     ++ optionals cfg.metrics.enable [
       "--metrics-enabled"
       "--metrics-addr"
@@ -145,6 +157,7 @@ rec {
       "--shutdown-grace"
       (toString cfg.shutdownGrace)
     ]
+    ++ trustedDeployerArgs cfg.trustedDeployers
     ++ optionals cfg.metrics.enable [
       "--metrics-enabled"
       "--metrics-addr"

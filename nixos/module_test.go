@@ -43,6 +43,7 @@ var specOptions = map[string]option{
 	"listener.shutdownGrace":        {Type: "positiveInt", Default: 30.0}, // extension
 	"listener.deploySubjects":       {Type: "listOf str", Default: defaultSubjects},
 	"listener.discoverSubject":      {Type: "str", Default: "deploy.discover"},
+	"listener.trustedDeployers":     {Type: "listOf str", Default: []any{}}, // extension
 	"listener.confirmTimeout":       {Type: "unsignedInt", Default: 120.0},  // extension
 	"listener.healthChecks":         {Type: "listOf str", Default: []any{}}, // extension
 	"listener.environment":          {Type: "attrsOf str", Default: map[string]any{}},
@@ -59,8 +60,9 @@ var specOptions = map[string]option{
 	"builder.configFile":            {Type: "nullOr path", Default: nil},       // required unless settings is set
 	"builder.settings":              {Type: "yaml", Default: map[string]any{}}, // extension
 	"builder.timeout":               {Type: "positiveInt", Default: 1800.0},
-	"builder.maxParallel":           {Type: "positiveInt", Default: 2.0},  // extension
-	"builder.shutdownGrace":         {Type: "positiveInt", Default: 30.0}, // extension
+	"builder.maxParallel":           {Type: "positiveInt", Default: 2.0},    // extension
+	"builder.shutdownGrace":         {Type: "positiveInt", Default: 30.0},   // extension
+	"builder.trustedDeployers":      {Type: "listOf str", Default: []any{}}, // extension
 	"builder.environment":           {Type: "attrsOf str", Default: map[string]any{}},
 	"builder.metrics.enable":        {Type: "bool", Default: false},
 	"builder.metrics.address":       {Type: "str", Default: ":9973"},
@@ -410,16 +412,18 @@ func TestEveryFlagReachable(t *testing.T) {
 	t.Run("listener", func(t *testing.T) {
 		t.Parallel()
 		check(t, "listener", withHealthCheck(listenerCfg(map[string]any{
-			"role":       "dns",
-			"metrics":    map[string]any{"enable": true},
-			"natsCaFile": "/etc/ca.pem",
+			"trustedDeployers": []string{userKey(t)},
+			"role":             "dns",
+			"metrics":          map[string]any{"enable": true},
+			"natsCaFile":       "/etc/ca.pem",
 		})), listenerFlags)
 	})
 	t.Run("builder", func(t *testing.T) {
 		t.Parallel()
 		check(t, "builder", builderCfg(map[string]any{
-			"metrics":    map[string]any{"enable": true},
-			"natsCaFile": "/etc/ca.pem",
+			"trustedDeployers": []string{userKey(t)},
+			"metrics":          map[string]any{"enable": true},
+			"natsCaFile":       "/etc/ca.pem",
 		}), builderFlags)
 	})
 }

@@ -101,6 +101,22 @@ let
     };
   };
 
+  trustedDeployersOption =
+    d: who:
+    mkOption {
+      type = types.listOf types.str;
+      default = d;
+      example = [ "UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4" ];
+      description = ''
+        NKey user public keys (`U...`, as `homelab-deploy keygen` prints them)
+        of the ${who} whose signed requests are carried out
+        (`--trusted-deployer`). When the list is not empty, requests that are
+        unsigned, badly signed, expired or signed by another key are refused
+        with `unauthorized` and nothing runs. When it is empty, unsigned
+        requests from older clients are accepted too.
+      '';
+    };
+
   settingsFormat = pkgs.formats.yaml { };
   l = defaults.listener;
   b = defaults.builder;
@@ -172,6 +188,8 @@ in
       default = l.discoverSubject;
       description = "Subject on which host discovery requests arrive.";
     };
+
+    trustedDeployers = trustedDeployersOption l.trustedDeployers "deployers";
 
     confirmTimeout = mkOption {
       type = types.ints.unsigned;
@@ -259,6 +277,8 @@ in
       default = b.maxParallel;
       description = "How many `nix build`s run at the same time on the builder, across all repositories (`--max-parallel`).";
     };
+
+    trustedDeployers = trustedDeployersOption b.trustedDeployers "build clients";
 
     shutdownGrace = mkOption {
       type = types.ints.positive;

@@ -161,6 +161,9 @@ func (r *DiscoverResponse) clean() {
 		} else {
 			l.Error = ErrorCode(CleanField(string(l.Error)))
 			l.FinishedAt = CleanField(l.FinishedAt)
+			if l.Caller != "" && checkUserKey(l.Caller) != nil {
+				l.Caller = ""
+			}
 		}
 	}
 }

@@ -58,6 +58,9 @@ type Conn struct {
 	closed chan struct{}
 	// lastErr is the error of the latest failed connection attempt.
 	lastErr atomic.Value
+	// signer is the NKey the connection authenticated with; requests sent
+	// through protocol/gather are signed with it (see Sign).
+	signer nkeys.KeyPair
 }
 
 // Warnings while a daemon has no NATS server: the first after
@@ -218,18 +221,25 @@ func Connect(ctx context.Context, o ConnectOptions) (*Conn, error) {
 	if err := CheckSeedFile(o.NKeyFile); err != nil {
 		return nil, err
 	}
-	nkeyOpt, err := nats.NkeyOptionFromSeed(o.NKeyFile)
+	// One key pair both authenticates the connection and signs its
+	// requests, so a request's signer is the credential that sent it.
+	signer, err := loadSigner(o.NKeyFile)
 	if err != nil {
 		// CheckSeedFile read the same file a moment ago; this is a race
 		// with someone rewriting it.
 		return nil, fmt.Errorf("NKey seed file %s: %w: give the seed file (starts with SU) that `homelab-deploy keygen` wrote", o.NKeyFile, err)
 	}
+	pub, err := signer.PublicKey()
+	if err != nil {
+		return nil, fmt.Errorf("NKey seed file %s: %w", o.NKeyFile, err)
+	}
+	nkeyOpt := nats.Nkey(pub, signer.Sign)
 	logger := o.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	c := &Conn{logger: logger, watchers: map[*permWatch]struct{}{}, reconnects: map[chan struct{}]struct{}{},
-		up: make(chan struct{}), closed: make(chan struct{})}
+		up: make(chan struct{}), closed: make(chan struct{}), signer: signer}
 	servers := redactURLs(urls)
 	opts := []nats.Option{
 		nkeyOpt,
@@ -420,6 +430,36 @@ func (c *Conn) notifyPermission(err error) {
 
 // Logger returns the connection's logger.
 func (c *Conn) Logger() *slog.Logger { return c.logger }
+
+// loadSigner reads the user seed in path (CheckSeedFile has checked it).
+func loadSigner(path string) (nkeys.KeyPair, error) {
+	content, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(content)
+	return nkeys.ParseDecoratedNKey(content)
+}
+
+// SignRequest returns the headers that sign body as a request on subject
+// with the connection's own key (Sign), or nil headers when the connection
+// has no key (one not made by Connect).
+func (c *Conn) SignRequest(subject string, body []byte) (nats.Header, error) {
+	if c.signer == nil {
+		return nil, nil
+	}
+	return Sign(c.signer, subject, body, time.Now())
+}
+
+// PublicKey returns the public key of the connection's credential, or ""
+// when it has none.
+func (c *Conn) PublicKey() string {
+	if c.signer == nil {
+		return ""
+	}
+	pub, _ := c.signer.PublicKey()
+	return pub
+}
 
 // NewID returns a random request id usable as a subject token.
 func NewID() string { return nats.NewInbox()[len(nats.InboxPrefix):] }

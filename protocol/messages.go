@@ -63,6 +63,10 @@ const (
 	// ErrUnknownRepo and ErrUnknownHost are builder rejections.
 	ErrUnknownRepo ErrorCode = "unknown_repo"
 	ErrUnknownHost ErrorCode = "unknown_host"
+	// ErrUnauthorized refuses a request whose signature is missing (where
+	// trusted deployers are configured), invalid, expired, or by a key
+	// that is not trusted (see Verify).
+	ErrUnauthorized ErrorCode = "unauthorized"
 )
 
 // MarshalJSON encodes the empty code as null, as the protocol requires.
@@ -144,6 +148,9 @@ type LastDeploy struct {
 	Error           ErrorCode `json:"error" jsonschema:"error code when it failed, null when it completed"`
 	FinishedAt      string    `json:"finished_at" jsonschema:"when it finished, RFC 3339 UTC"`
 	DurationSeconds float64   `json:"duration_seconds" jsonschema:"how long nixos-rebuild ran"`
+	// Caller is the verified key of the deployer that asked for it; empty
+	// (left out) when the request was unsigned.
+	Caller string `json:"caller,omitempty" jsonschema:"NKey public key of the deployer that asked for it; absent when the request was unsigned"`
 }
 
 // DecodeError is returned by the decoders; Code says which error code the

@@ -6,6 +6,7 @@ package builder
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -42,6 +43,9 @@ type Config struct {
 	NixEnv  []string
 	Version string
 	Logger  *slog.Logger
+	// TrustedDeployers are NKey user public keys (--trusted-deployer). When
+	// set, only build requests signed by one of them are carried out.
+	TrustedDeployers []string
 	// Conn, if set, is used instead of dialling NATSURL (tests).
 	Conn *protocol.Conn
 	// Ready, if set, is called once subscriptions are in place.
@@ -71,6 +75,9 @@ func (c *Config) Load() (*build.Config, error) {
 	if c.ConfigFile == "" {
 		return nil, errors.New("--config is required: the YAML file listing the repositories to build")
 	}
+	if _, err := protocol.ParseTrustedKeys(c.TrustedDeployers); err != nil {
+		return nil, fmt.Errorf("--trusted-deployer: %w", err)
+	}
 	return build.LoadConfig(c.ConfigFile)
 }
 
@@ -91,6 +98,10 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.MetricsAddr = DefaultMetricsAddr
 	}
 	log := cfg.Logger.With("component", "builder")
+	trusted, err := protocol.ParseTrustedKeys(cfg.TrustedDeployers)
+	if err != nil {
+		return fmt.Errorf("--trusted-deployer: %w", err)
+	}
 	if err := CheckNix(ctx, cfg.Nix, cfg.NixEnv, log); err != nil {
 		return err
 	}
@@ -109,7 +120,7 @@ func Run(ctx context.Context, cfg Config) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv, err := build.NewServer(build.ServerConfig{
 		Config: bcfg, Timeout: cfg.Timeout, MaxParallel: cfg.MaxParallel,
-		Nix: cfg.Nix, Env: cfg.NixEnv, Metrics: build.NewMetrics(reg, names), Logger: log,
+		Nix: cfg.Nix, Env: cfg.NixEnv, Metrics: build.NewMetrics(reg, names), Logger: log, Trusted: trusted,
 		Publish: func(subject string, data []byte) error { return conn.Publish(subject, data) },
 	})
 	if err != nil {
@@ -122,7 +133,7 @@ func Run(ctx context.Context, cfg Config) error {
 		// Requests are tiny and handled at once; a flood is dropped rather
 		// than held in memory.
 		subs = append(subs, daemon.Subscription{
-			Subject: subject, Handle: func(msg *nats.Msg) { srv.Handle(msg.Subject, msg.Data) },
+			Subject: subject, Handle: func(msg *nats.Msg) { srv.HandleMsg(msg.Subject, msg.Header, msg.Data) },
 			PendingMsgs: 4096, PendingBytes: 4 << 20,
 		})
 		b.Subjects = append(b.Subjects, subject)
@@ -136,7 +147,8 @@ func Run(ctx context.Context, cfg Config) error {
 		Registry: reg, MetricsAddr: metricsAddr, Server: srv, Grace: cfg.ShutdownGrace, Logger: log,
 		Ready: func(addr string) {
 			b.metricsAddr = addr
-			log.Info("builder ready", "subjects", b.Subjects, "repos", names, "timeout", cfg.Timeout, "max_parallel", cfg.MaxParallel, "version", cfg.Version)
+			log.Info("builder ready", "subjects", b.Subjects, "repos", names, "timeout", cfg.Timeout, "max_parallel", cfg.MaxParallel, "version", cfg.Version,
+				"trusted_deployers", trustedAttr(trusted))
 			if cfg.Ready != nil {
 				cfg.Ready(b)
 			}
@@ -144,4 +156,12 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 	log.Info("builder stopped")
 	return err
+}
+
+// trustedAttr is how the ready line names the trusted deployers.
+func trustedAttr(t protocol.TrustedKeys) any {
+	if len(t) == 0 {
+		return "any (unsigned requests accepted)"
+	}
+	return t.Keys()
 }

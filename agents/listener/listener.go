@@ -58,6 +58,9 @@ type Config struct {
 	Conn *protocol.Conn
 	// MessagePrefix, if set, starts every deploy status message (demo).
 	MessagePrefix string
+	// TrustedDeployers are NKey user public keys (--trusted-deployer). When
+	// set, only requests signed by one of them are carried out or answered.
+	TrustedDeployers []string
 	// ConfirmTimeout, when positive, is how long after a completed switch
 	// or test the NATS connection and every HealthChecks entry get to come
 	// good before the change is rolled back (--confirm-timeout).
@@ -92,6 +95,9 @@ func (c *Config) Validate() ([]string, error) {
 	}
 	if err := protocol.ValidateFlakeURL(c.FlakeURL); err != nil {
 		return nil, fmt.Errorf("--flake-url: %w", err)
+	}
+	if _, err := protocol.ParseTrustedKeys(c.TrustedDeployers); err != nil {
+		return nil, fmt.Errorf("--trusted-deployer: %w", err)
 	}
 	if c.Timeout <= 0 {
 		return nil, errors.New("--timeout must be a positive number of seconds")
@@ -146,23 +152,30 @@ func Run(ctx context.Context, cfg Config) error {
 	if owned {
 		defer conn.Close()
 	}
+	trusted, err := protocol.ParseTrustedKeys(cfg.TrustedDeployers)
+	if err != nil {
+		return fmt.Errorf("--trusted-deployer: %w", err)
+	}
 	reg, m := newMetrics(cfg)
 	restart := make(chan string, 1)
-	server, err := deploy.NewServer(serverConfig(cfg, conn, m, log, restart))
+	scfg := serverConfig(cfg, conn, m, log, restart)
+	scfg.Trusted = trusted
+	server, err := deploy.NewServer(scfg)
 	if err != nil {
 		return err
 	}
 	responder := &listhosts.Responder{
 		Hostname: cfg.Hostname, Tier: cfg.Tier, Role: cfg.Role, Subjects: subjects,
 		Version: cfg.Version, Busy: server.Busy, Last: server.LastDeploy, Publish: publisher(conn), Logger: log,
+		Trusted: trusted,
 	}
 	var subs []daemon.Subscription
 	for _, s := range subjects {
-		subs = append(subs, daemon.Subscription{Subject: s, Handle: func(msg *nats.Msg) { server.Handle(msg.Subject, msg.Data) }})
+		subs = append(subs, daemon.Subscription{Subject: s, Handle: func(msg *nats.Msg) { server.HandleMsg(msg.Subject, msg.Header, msg.Data) }})
 	}
 	// Discovery floods must not grow memory without bound.
 	subs = append(subs, daemon.Subscription{
-		Subject: cfg.DiscoverSubject, Handle: func(msg *nats.Msg) { server.Redeliver(); responder.Handle(msg.Data) },
+		Subject: cfg.DiscoverSubject, Handle: func(msg *nats.Msg) { server.Redeliver(); responder.HandleMsg(msg.Subject, msg.Header, msg.Data) },
 		PendingMsgs: 4096, PendingBytes: 4 << 20,
 	})
 	metricsAddr := ""
@@ -174,7 +187,8 @@ func Run(ctx context.Context, cfg Config) error {
 		Registry: reg, MetricsAddr: metricsAddr, Server: server, Grace: cfg.ShutdownGrace,
 		Restart: restart, Logger: log,
 		Ready: func(addr string) {
-			log.Info("listener ready", "subjects", subjects, "discover", cfg.DiscoverSubject, "flake", cfg.FlakeURL, "version", cfg.Version)
+			log.Info("listener ready", "subjects", subjects, "discover", cfg.DiscoverSubject, "flake", cfg.FlakeURL, "version", cfg.Version,
+				"trusted_deployers", trustedAttr(trusted))
 			if cfg.Ready != nil {
 				cfg.Ready(&Listener{Subjects: subjects, metricsAddr: addr})
 			}
@@ -243,4 +257,12 @@ func selfRestart(paths []string, before func(protocol.Action)) (func(protocol.Ac
 			defer mu.Unlock()
 			return selfupdate.Decide(string(a), snap, selfupdate.Take(paths, nil))
 		}
+}
+
+// trustedAttr is how the ready line names the trusted deployers.
+func trustedAttr(t protocol.TrustedKeys) any {
+	if len(t) == 0 {
+		return "any (unsigned requests accepted)"
+	}
+	return t.Keys()
 }

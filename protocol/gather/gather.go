@@ -171,8 +171,16 @@ func Start[T any](conn *protocol.Conn, subject, replyTo string, payload []byte, 
 		c.Close()
 		return nil, &SubscribeRefusedError{Subject: replyTo, Err: err}
 	}
+	// The request is signed with the connection's own key, in headers
+	// (protocol.Sign): listeners and builders verify it, and an older one
+	// ignores headers it does not know.
+	header, err := conn.SignRequest(subject, payload)
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("nothing was sent to %s: %w", subject, err)
+	}
 	c.Sent = time.Now()
-	if err := conn.PublishMsg(&nats.Msg{Subject: subject, Reply: replyTo, Data: payload}); err != nil {
+	if err := conn.PublishMsg(&nats.Msg{Subject: subject, Reply: replyTo, Header: header, Data: payload}); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("publish to %s: %w", subject, err)
 	}

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/homelab-deploy/homelab-deploy/internal/execx"
 	"github.com/homelab-deploy/homelab-deploy/protocol"
 	"github.com/homelab-deploy/homelab-deploy/tools/serve"
@@ -56,6 +58,10 @@ type ServerConfig struct {
 	Publish func(subject string, data []byte) error
 	Metrics *Metrics
 	Logger  *slog.Logger
+	// Trusted are the deployer keys whose signed requests are carried out.
+	// Empty: unsigned requests are carried out too (older clients), and
+	// signed ones when their signature is valid.
+	Trusted protocol.TrustedKeys
 	// ReplayWindow is how long request ids are remembered (default 10 min).
 	ReplayWindow time.Duration
 	Now          func() time.Time
@@ -119,18 +125,48 @@ func (s *Server) Busy() bool {
 	return len(s.building) > 0
 }
 
-// Handle processes one raw request that arrived on subject. It returns
-// quickly; the build runs in its own goroutine.
-func (s *Server) Handle(subject string, data []byte) {
+// Handle processes one raw request that arrived on subject without
+// headers, hence unsigned. It returns quickly; the build runs in its own
+// goroutine.
+func (s *Server) Handle(subject string, data []byte) { s.HandleMsg(subject, nil, data) }
+
+// HandleMsg processes one raw request that arrived on subject with its
+// NATS headers, which may sign it (protocol.Verify). It returns quickly;
+// the build runs in its own goroutine. Every request ends in one audit
+// line: here when it is refused, in run when it ran.
+func (s *Server) HandleMsg(subject string, header nats.Header, data []byte) {
+	arrived := time.Now()
 	log := s.cfg.Logger.With("subject", subject)
 	req, err := protocol.DecodeBuildRequest(data)
+	caller, authErr := s.authorize(subject, header, data, req, err == nil)
+	revision := req.Branch // the branch built, once it is known
+	audit := func(status protocol.Status, code protocol.ErrorCode) {
+		s.audit(subject, caller, req.ID, revision, status, code, time.Since(arrived), authErr)
+	}
+	reject := func(code protocol.ErrorCode, msg string) {
+		if req.ReplyTo == "" {
+			audit(statusDropped, code)
+			return
+		}
+		// The audit line is written before the answer goes out, so
+		// whoever reads the answer can already find it in the log.
+		audit(protocol.StatusRejected, code)
+		s.reject(req, code, msg)
+	}
+	if authErr != nil {
+		// Who may ask comes before what was asked: an untrusted sender
+		// learns nothing about how its request would have been read.
+		log.Warn("refused build request: unauthorized", "id", req.ID, "err", authErr)
+		reject(protocol.ErrUnauthorized, authErr.Error())
+		return
+	}
 	if err != nil {
 		if req.ReplyTo == "" {
 			log.Warn("dropped build request without a valid reply_to", "err", err, "bytes", len(data))
-			return
+		} else {
+			log.Warn("rejected build request", "id", req.ID, "error_code", protocol.ErrorCodeOf(err), "err", err)
 		}
-		log.Warn("rejected build request", "id", req.ID, "error_code", protocol.ErrorCodeOf(err), "err", err)
-		s.reject(req, protocol.ErrorCodeOf(err), err.Error())
+		reject(protocol.ErrorCodeOf(err), err.Error())
 		return
 	}
 	log = log.With("id", req.ID, "repo", req.Repo, "target", req.Target)
@@ -138,35 +174,39 @@ func (s *Server) Handle(subject string, data []byte) {
 	// another repository or host than the subject it was allowed onto.
 	if want := protocol.BuildSubject(req.Repo, req.Target); subject != want {
 		log.Warn("rejected build request whose body does not match its subject")
-		s.reject(req, protocol.ErrInvalidRequest, fmt.Sprintf("a request for repo %s, target %s must be sent on %s, not %s", req.Repo, req.Target, want, subject))
+		reject(protocol.ErrInvalidRequest, fmt.Sprintf("a request for repo %s, target %s must be sent on %s, not %s", req.Repo, req.Target, want, subject))
 		return
 	}
 	if s.core.Replayed(req.ID) {
 		log.Warn("rejected replayed build request")
-		s.reject(req, protocol.ErrInvalidRequest, fmt.Sprintf("request id %s was already seen; a request is carried out once", req.ID))
+		reject(protocol.ErrInvalidRequest, fmt.Sprintf("request id %s was already seen; a request is carried out once", req.ID))
 		return
 	}
 	repo, ok := s.cfg.Config.Repos[req.Repo]
 	if !ok {
 		log.Warn("rejected build of an unknown repo")
-		s.reject(req, protocol.ErrUnknownRepo, fmt.Sprintf("unknown repo %q; this builder builds: %s", req.Repo, strings.Join(s.cfg.Config.Names(), ", ")))
+		reject(protocol.ErrUnknownRepo, fmt.Sprintf("unknown repo %q; this builder builds: %s", req.Repo, strings.Join(s.cfg.Config.Names(), ", ")))
 		return
 	}
 	branch := req.Branch
 	if branch == "" {
 		branch = repo.DefaultBranch
 	}
+	revision = branch
 	if !s.core.Take() {
-		s.reject(req, protocol.ErrAlreadyRunning, "the builder is shutting down; try again when it is back")
+		reject(protocol.ErrAlreadyRunning, "the builder is shutting down; try again when it is back")
 		return
 	}
 	if !s.claim(req.Repo) {
 		s.core.Done()
 		log.Info("rejected build: the repo is already building")
-		s.reject(req, protocol.ErrAlreadyRunning, fmt.Sprintf("repo %s is already building; try again when that build has finished", req.Repo))
+		reject(protocol.ErrAlreadyRunning, fmt.Sprintf("repo %s is already building; try again when that build has finished", req.Repo))
 		return
 	}
-	go s.run(req, repo, branch, log.With("branch", branch))
+	if caller != "" {
+		log = log.With("caller", caller)
+	}
+	go s.run(req, repo, branch, log.With("branch", branch), audit)
 }
 
 // claim takes repo's build slot, unless it is building.
@@ -186,7 +226,7 @@ type hostOutcome struct {
 	tail string
 }
 
-func (s *Server) run(req protocol.BuildRequest, repo Repo, branch string, log *slog.Logger) {
+func (s *Server) run(req protocol.BuildRequest, repo Repo, branch string, log *slog.Logger, audit func(protocol.Status, protocol.ErrorCode)) {
 	defer s.core.Done()
 	// The repo is free again before its final status goes out, so a client
 	// that starts the next build as soon as it hears back is not told the
@@ -199,6 +239,7 @@ func (s *Server) run(req protocol.BuildRequest, repo Repo, branch string, log *s
 	defer release()
 	finalReply := func(resp protocol.BuildResponse) {
 		release()
+		audit(resp.Status, resp.ErrorCode)
 		s.reply(req.ReplyTo, resp)
 	}
 	start := s.cfg.Now()

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/homelab-deploy/homelab-deploy/internal/execx"
 	"github.com/homelab-deploy/homelab-deploy/protocol"
 	"github.com/homelab-deploy/homelab-deploy/tools/serve"
@@ -50,6 +52,10 @@ type ServerConfig struct {
 	OnRestart    func(reason string)
 	// BeforeDeploy, if set, is called before nixos-rebuild starts.
 	BeforeDeploy func(action protocol.Action)
+	// Trusted are the deployer keys whose signed requests are carried out.
+	// Empty: unsigned requests are carried out too (older deployers), and
+	// signed ones when their signature is valid.
+	Trusted protocol.TrustedKeys
 	// ReplayWindow is how long request ids are remembered (default 10 min).
 	ReplayWindow time.Duration
 	Now          func() time.Time
@@ -69,6 +75,8 @@ type Server struct {
 	core *serve.Core
 	busy atomic.Bool
 	last atomic.Pointer[protocol.LastDeploy]
+	// running is the deploy in progress (audit.go).
+	running atomic.Pointer[Running]
 	// offline is a final status sent while NATS was down (confirm.go).
 	offline atomic.Pointer[finalStatus]
 }
@@ -123,47 +131,72 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 // Busy reports whether a deploy is running.
 func (s *Server) Busy() bool { return s.busy.Load() }
 
-// Handle processes one raw request. It returns quickly; the deploy runs in
-// its own goroutine.
-func (s *Server) Handle(subject string, data []byte) {
+// Handle processes one raw request that came without headers, hence
+// unsigned. It returns quickly; the deploy runs in its own goroutine.
+func (s *Server) Handle(subject string, data []byte) { s.HandleMsg(subject, nil, data) }
+
+// HandleMsg processes one raw request with its NATS headers, which may
+// sign it (protocol.Verify). It returns quickly; the deploy runs in its own
+// goroutine. Every request ends in one audit line: here when it is
+// refused, in run when it ran.
+func (s *Server) HandleMsg(subject string, header nats.Header, data []byte) {
+	arrived := time.Now()
 	log := s.cfg.Logger.With("subject", subject)
 	req, err := protocol.DecodeDeployRequest(data)
-	if err != nil {
-		code := protocol.ErrorCodeOf(err)
+	caller, authErr := s.authorize(subject, header, data, req, err == nil)
+	// The audit line is written before the answer goes out, so whoever
+	// reads the answer can already find it in the log.
+	reject := func(code protocol.ErrorCode, msg string) {
 		s.count(protocol.StatusRejected, req.Action, code)
 		if req.ReplyTo == "" {
-			log.Warn("dropped deploy request without a valid reply_to", "err", err, "bytes", len(data))
+			s.audit(subject, caller, req, statusDropped, code, time.Since(arrived), authErr)
 			return
 		}
-		log.Warn("rejected deploy request", "id", req.ID, "error_code", code, "err", err)
-		s.reply(req, protocol.StatusRejected, code, err.Error(), 0)
+		s.audit(subject, caller, req, protocol.StatusRejected, code, time.Since(arrived), authErr)
+		s.reply(req, protocol.StatusRejected, code, msg, 0)
+	}
+	if authErr != nil {
+		// Who may ask comes before what was asked: an untrusted sender
+		// learns nothing about how its request would have been read.
+		log.Warn("refused deploy request: unauthorized", "id", req.ID, "err", authErr)
+		reject(protocol.ErrUnauthorized, authErr.Error())
+		return
+	}
+	if err != nil {
+		code := protocol.ErrorCodeOf(err)
+		if req.ReplyTo == "" {
+			log.Warn("dropped deploy request without a valid reply_to", "err", err, "bytes", len(data))
+		} else {
+			log.Warn("rejected deploy request", "id", req.ID, "error_code", code, "err", err)
+		}
+		reject(code, err.Error())
 		return
 	}
 	log = log.With("id", req.ID, "action", req.Action, "revision", req.Revision)
 	if s.core.Replayed(req.ID) {
-		s.count(protocol.StatusRejected, req.Action, protocol.ErrInvalidRequest)
 		log.Warn("rejected replayed deploy request")
-		s.reply(req, protocol.StatusRejected, protocol.ErrInvalidRequest, fmt.Sprintf("request id %s was already seen; a request is carried out once", req.ID), 0)
+		reject(protocol.ErrInvalidRequest, fmt.Sprintf("request id %s was already seen; a request is carried out once", req.ID))
 		return
 	}
 	flakeRef, err := protocol.FlakeRef(s.cfg.FlakeURL, req.Revision, s.cfg.Hostname)
 	if err != nil {
-		s.count(protocol.StatusRejected, req.Action, protocol.ErrInvalidRevision)
-		s.reply(req, protocol.StatusRejected, protocol.ErrInvalidRevision, err.Error(), 0)
+		reject(protocol.ErrInvalidRevision, err.Error())
 		return
 	}
 	if !s.core.Take() {
-		s.count(protocol.StatusRejected, req.Action, protocol.ErrAlreadyRunning)
 		log.Info("rejected deploy: the listener is stopping")
-		s.reply(req, protocol.StatusRejected, protocol.ErrAlreadyRunning, "the listener on "+s.cfg.Hostname+" is stopping (shutdown or restart onto a new version); try again in a minute", 0)
+		reject(protocol.ErrAlreadyRunning, "the listener on "+s.cfg.Hostname+" is stopping (shutdown or restart onto a new version); try again in a minute")
 		return
 	}
 	if !s.busy.CompareAndSwap(false, true) {
 		s.core.Done()
-		s.count(protocol.StatusRejected, req.Action, protocol.ErrAlreadyRunning)
 		log.Info("rejected deploy: another deploy is running")
-		s.reply(req, protocol.StatusRejected, protocol.ErrAlreadyRunning, "another deploy is running on "+s.cfg.Hostname+"; try again when it has finished", 0)
+		reject(protocol.ErrAlreadyRunning, "another deploy is running on "+s.cfg.Hostname+"; try again when it has finished")
 		return
+	}
+	s.running.Store(&Running{ID: req.ID, Caller: caller, Subject: subject, Action: req.Action, Revision: req.Revision, Arrived: arrived})
+	if caller != "" {
+		log = log.With("caller", caller)
 	}
 	s.reply(req, protocol.StatusAccepted, protocol.ErrNone, fmt.Sprintf("%s of %s accepted", req.Action, req.Revision), 0)
 	go s.run(req, flakeRef, log)
@@ -171,6 +204,7 @@ func (s *Server) Handle(subject string, data []byte) {
 
 func (s *Server) run(req protocol.DeployRequest, flakeRef string, log *slog.Logger) {
 	defer s.core.Done()
+	cur := s.running.Load() // set by HandleMsg for this deploy
 	// The host is free again before its final status goes out, so a
 	// deployer that sends the next request as soon as it hears back is not
 	// told a deploy is still running.
@@ -178,6 +212,7 @@ func (s *Server) run(req protocol.DeployRequest, flakeRef string, log *slog.Logg
 		if s.cfg.Metrics != nil {
 			s.cfg.Metrics.InProgress.Set(0)
 		}
+		s.running.CompareAndSwap(cur, nil)
 		s.busy.Store(false)
 	})
 	defer release()
@@ -225,6 +260,7 @@ func (s *Server) run(req protocol.DeployRequest, flakeRef string, log *slog.Logg
 	s.last.Store(&protocol.LastDeploy{
 		Action: req.Action, Revision: req.Revision, Status: status, Error: code,
 		FinishedAt: s.cfg.Now().UTC().Format(time.RFC3339), DurationSeconds: dur.Seconds(),
+		Caller: callerOf(cur),
 	})
 	// A listener that replaced itself must take no new deploy between this
 	// final status and its exit: decide before the slot is freed.
@@ -236,6 +272,7 @@ func (s *Server) run(req protocol.DeployRequest, flakeRef string, log *slog.Logg
 	}
 	release()
 	s.noteFinal(req, status, code, msg, dur)
+	s.auditRun(cur, status, code)
 	s.reply(req, status, code, msg, dur)
 	if restart && s.cfg.OnRestart != nil {
 		s.cfg.OnRestart(why)

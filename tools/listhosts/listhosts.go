@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/google/jsonschema-go/jsonschema"
+	"github.com/nats-io/nats.go"
+
 	"github.com/homelab-deploy/homelab-deploy/protocol"
 	"github.com/homelab-deploy/homelab-deploy/protocol/gather"
 	"github.com/homelab-deploy/homelab-deploy/tools"
@@ -258,10 +260,22 @@ type Responder struct {
 	Last    func() *protocol.LastDeploy
 	Publish func(subject string, data []byte) error
 	Logger  *slog.Logger
+	// Trusted are the deployer keys whose discovery requests are answered;
+	// empty answers unsigned requests too. A signed request is answered
+	// only when its signature is valid (protocol.Verify).
+	Trusted protocol.TrustedKeys
+	// Now is the clock signatures are checked against (default time.Now).
+	Now func() time.Time
 }
 
-// Handle answers one raw discovery request.
-func (r *Responder) Handle(data []byte) {
+// Handle answers one raw discovery request that came without headers,
+// hence unsigned.
+func (r *Responder) Handle(data []byte) { r.HandleMsg("", nil, data) }
+
+// HandleMsg answers one raw discovery request that arrived on subject with
+// its NATS headers. A request that is refused gets no answer, only a debug
+// line: discovery never answers with an error.
+func (r *Responder) HandleMsg(subject string, header nats.Header, data []byte) {
 	req, err := protocol.DecodeDiscoverRequest(data)
 	if err != nil {
 		if r.Logger != nil {
@@ -270,6 +284,16 @@ func (r *Responder) Handle(data []byte) {
 		return
 	}
 	if req.Tier != "" && req.Tier != r.Tier {
+		return
+	}
+	now := time.Now
+	if r.Now != nil {
+		now = r.Now
+	}
+	if _, err := protocol.Verify(header, subject, data, now(), r.Trusted); err != nil {
+		if r.Logger != nil {
+			r.Logger.Debug("ignored unauthorized discovery request", "id", req.ID, "err", err)
+		}
 		return
 	}
 	resp := protocol.DiscoverResponse{ID: req.ID, Hostname: r.Hostname, Tier: r.Tier, Role: r.Role, Subjects: r.Subjects, Version: r.Version}

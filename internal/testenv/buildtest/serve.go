@@ -22,7 +22,7 @@ func Serve(t testing.TB, conn *protocol.Conn, cfg build.ServerConfig) *build.Ser
 		t.Fatal(err)
 	}
 	for _, name := range cfg.Config.Names() {
-		if _, err := conn.Subscribe(protocol.BuildRepoWildcard(name), func(m *nats.Msg) { srv.Handle(m.Subject, m.Data) }); err != nil {
+		if _, err := conn.Subscribe(protocol.BuildRepoWildcard(name), func(m *nats.Msg) { srv.HandleMsg(m.Subject, m.Header, m.Data) }); err != nil {
 			t.Fatal(err)
 		}
 	}
