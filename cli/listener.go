@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/peterbourgon/ff/v4"
@@ -11,6 +12,7 @@ import (
 	"github.com/homelab-deploy/homelab-deploy/internal/selfupdate"
 	"github.com/homelab-deploy/homelab-deploy/protocol"
 	"github.com/homelab-deploy/homelab-deploy/tools/deploy"
+	"github.com/homelab-deploy/homelab-deploy/tools/fleet"
 )
 
 type listenerCmd struct {
@@ -30,6 +32,7 @@ type listenerCmd struct {
 	Trusted        []string
 	ConfirmTimeout time.Duration
 	HealthChecks   []string
+	Fleet          listener.FleetConfig
 	Flags          *ff.FlagSet
 	Command        *ff.Command
 }
@@ -51,6 +54,9 @@ func newListener(r *Root) *listenerCmd {
 	durationVar(c.Flags, &c.ConfirmTimeout, "confirm-timeout", deploy.DefaultConfirmTimeout, "after a switch or test, how long NATS and every --health-check get to come good before the change is rolled back, in seconds or as a duration; 0 disables")
 	c.Flags.StringListVar(&c.HealthChecks, 0, "health-check", "command that must exit 0 after a switch or test, repeatable; run without a shell: [timeout=30s] PROGRAM [ARG...], words quoted with '...' or \"...\"")
 	c.Flags.StringListVar(&c.Trusted, 0, "trusted-deployer", "NKey user public key (U...) of a deployer whose signed requests are carried out, repeatable; when given, unsigned requests and requests signed by other keys are refused (unauthorized)")
+	durationVar(c.Flags, &c.Fleet.Heartbeat, "fleet-heartbeat", fleet.DefaultInterval, "how often the listener rewrites its entry in the fleet registry (a JetStream bucket) when nothing changed, in seconds or as a duration; readers call the host offline after three; 0 writes no entry")
+	c.Flags.StringVar(&c.Fleet.SystemRoot, 0, "fleet-system-root", "/", "directory in which run/current-system, run/booted-system, nix/var/nix/profiles/system and proc/uptime are read for the fleet registry and the reboot and generation metrics")
+	c.Flags.IntVar(&c.Fleet.Replicas, 0, "fleet-replicas", 0, "replicas of the fleet registry bucket when this listener creates it (1-5); 0: 3 on a JetStream cluster, 1 on a single server")
 	c.Flags.StringVar(&c.WatchUnitFile, 0, "watch-unit-file", "", "systemd unit file of this listener; after a switch that changed it, the listener exits so systemd restarts it on the new version")
 	c.Command = &ff.Command{
 		Name:      "listener",
@@ -110,6 +116,15 @@ func (c *listenerCmd) exec(ctx context.Context, args []string) error {
 		ConfirmTimeout: c.ConfirmTimeout, HealthChecks: checks,
 	}
 	cfg.TrustedDeployers = c.Trusted
+	if cfg.Fleet = c.Fleet; cfg.Fleet.Heartbeat == 0 {
+		cfg.Fleet.Heartbeat = -1 // no entry
+	}
+	if !filepath.IsAbs(c.Fleet.SystemRoot) {
+		return usagef("--fleet-system-root %q: give an absolute directory (/ on a NixOS host)", c.Fleet.SystemRoot)
+	}
+	if c.Fleet.Replicas < 0 || c.Fleet.Replicas > 5 {
+		return usagef("--fleet-replicas %d: give 1 to 5, or 0 for 3 on a cluster and 1 on a single server", c.Fleet.Replicas)
+	}
 	if c.WatchUnitFile != "" {
 		cfg.WatchPaths = selfupdate.WatchPaths(c.WatchUnitFile, os.Args[0])
 	}

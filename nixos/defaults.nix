@@ -23,6 +23,13 @@
     # the change is rolled back (0: never), and the checks.
     confirmTimeout = 120;
     healthChecks = [ ];
+    # The listener's entry in the fleet registry (a JetStream bucket): how
+    # often it is rewritten (0: no entry), and the bucket's replicas if this
+    # listener creates it (0: 3 on a JetStream cluster, 1 otherwise).
+    fleet = {
+      heartbeat = 30;
+      replicas = 0;
+    };
     trustedDeployers = [ ];
     environment = { };
     metrics = {

@@ -116,6 +116,13 @@ rec {
     ++ [
       "--discover-subject"
       cfg.discoverSubject
+      "--fleet-heartbeat"
+      (toString cfg.fleet.heartbeat)
+      "--fleet-replicas"
+      (toString cfg.fleet.replicas)
+      # The host's own /run/current-system, /run/booted-system and profile.
+      "--fleet-system-root"
+      "/"
     ]
     ++ trustedDeployerArgs cfg.trustedDeployers
     ++ optionals cfg.metrics.enable [

@@ -46,6 +46,8 @@ var specOptions = map[string]option{
 	"listener.trustedDeployers":     {Type: "listOf str", Default: []any{}}, // extension
 	"listener.confirmTimeout":       {Type: "unsignedInt", Default: 120.0},  // extension
 	"listener.healthChecks":         {Type: "listOf str", Default: []any{}}, // extension
+	"listener.fleet.heartbeat":      {Type: "unsignedInt", Default: 30.0},   // extension
+	"listener.fleet.replicas":       {Type: "unsignedInt", Default: 0.0},    // extension
 	"listener.environment":          {Type: "attrsOf str", Default: map[string]any{}},
 	"listener.metrics.enable":       {Type: "bool", Default: false},
 	"listener.metrics.address":      {Type: "str", Default: ":9972"},
@@ -252,6 +254,7 @@ func TestListenerCommandLine(t *testing.T) {
 				"--deploy-subject", "deploy.<tier>.all",
 				"--deploy-subject", "deploy.<tier>.role.<role>",
 				"--discover-subject", "deploy.discover",
+				"--fleet-heartbeat", "30", "--fleet-replicas", "0", "--fleet-system-root", "/",
 				"--log-level", "info", "--log-format", "text",
 				"--watch-unit-file", watchUnit},
 		},
@@ -270,6 +273,7 @@ func TestListenerCommandLine(t *testing.T) {
 				"logLevel":        "debug",
 				"confirmTimeout":  60,
 				"healthChecks":    []string{"systemctl is-active sshd.service", `timeout=5s curl -fsS "http://127.0.0.1/a b"`},
+				"fleet":           map[string]any{"heartbeat": 10, "replicas": 3},
 				"extraArgs":       []string{"--some-new-flag", "value with space"},
 			}),
 			want: []string{"listener",
@@ -284,6 +288,7 @@ func TestListenerCommandLine(t *testing.T) {
 				"--deploy-subject", "deploy.<tier>.<hostname>",
 				"--deploy-subject", "custom.<role>",
 				"--discover-subject", "deploy.discover.lab",
+				"--fleet-heartbeat", "10", "--fleet-replicas", "3", "--fleet-system-root", "/",
 				"--metrics-enabled", "--metrics-addr", "127.0.0.1:9100",
 				"--nats-ca-file", "/etc/ssl/nats-ca.pem",
 				"--log-level", "debug", "--log-format", "text",
@@ -307,6 +312,7 @@ func TestListenerCommandLine(t *testing.T) {
 				"--deploy-subject", "deploy.<tier>.all",
 				"--deploy-subject", "deploy.<tier>.role.<role>",
 				"--discover-subject", "deploy.discover",
+				"--fleet-heartbeat", "30", "--fleet-replicas", "0", "--fleet-system-root", "/",
 				"--log-level", "info", "--log-format", "text",
 				"--watch-unit-file", watchUnit},
 		},

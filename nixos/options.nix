@@ -189,6 +189,30 @@ in
       description = "Subject on which host discovery requests arrive.";
     };
 
+    fleet = {
+      heartbeat = mkOption {
+        type = types.ints.unsigned;
+        default = l.fleet.heartbeat;
+        description = ''
+          Seconds between two writes of this host's entry in the fleet
+          registry, a JetStream key-value bucket on the NATS server, when
+          nothing changed (`--fleet-heartbeat`); a deploy is written at once.
+          Readers (`list-hosts`, group deploys) call the host offline after
+          three. `0` writes no entry. Without JetStream on the server the
+          listener writes nothing and discovery is used instead.
+        '';
+      };
+      replicas = mkOption {
+        type = types.ints.unsigned;
+        default = l.fleet.replicas;
+        description = ''
+          Replicas of the fleet registry bucket if this listener is the one
+          that creates it (`--fleet-replicas`); `0` means three on a
+          JetStream cluster and one on a single server.
+        '';
+      };
+    };
+
     trustedDeployers = trustedDeployersOption l.trustedDeployers "deployers";
 
     confirmTimeout = mkOption {

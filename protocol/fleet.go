@@ -146,7 +146,7 @@ type FleetEntry struct {
 	// Stopped is true once the listener stopped cleanly.
 	Stopped       bool           `json:"stopped"`
 	RunningDeploy *RunningDeploy `json:"running_deploy,omitempty"`
-	LastDeploy    *DeployRecord  `json:"last_deploy,omitempty"`
+	LastDeploy    *LastDeploy    `json:"last_deploy,omitempty"`
 }
 
 // RunningDeploy is the deploy a listener runs now.
@@ -156,14 +156,6 @@ type RunningDeploy struct {
 	Action    Action `json:"action" jsonschema:"the nixos-rebuild action"`
 	Revision  string `json:"revision" jsonschema:"the branch, tag or commit being deployed"`
 	StartedAt string `json:"started_at" jsonschema:"when it started, RFC 3339 UTC"`
-}
-
-// DeployRecord is a finished deploy: the discovery answer's last_deploy,
-// plus the request id and the caller when the registry knows them.
-type DeployRecord struct {
-	ID     string `json:"id,omitempty" jsonschema:"the request id, when known"`
-	Caller string `json:"caller,omitempty" jsonschema:"who asked for it (the signer's public key), when known"`
-	LastDeploy
 }
 
 var fleetEntryShape = shapeOf(reflect.TypeFor[FleetEntry]())
@@ -197,9 +189,11 @@ func DecodeFleetEntry(subject string, data []byte) (FleetEntry, error) {
 }
 
 func (e *FleetEntry) clean() {
-	d := DiscoverResponse{Hostname: e.Hostname, Tier: e.Tier, Subjects: e.Subjects, Version: e.Version}
+	// The subjects, version and last deploy are those of a discovery
+	// answer, cleaned by the same rules.
+	d := DiscoverResponse{Hostname: e.Hostname, Tier: e.Tier, Subjects: e.Subjects, Version: e.Version, LastDeploy: e.LastDeploy}
 	d.clean()
-	e.Subjects, e.Version = d.Subjects, d.Version
+	e.Subjects, e.Version, e.LastDeploy = d.Subjects, d.Version, d.LastDeploy
 	if e.PublicKey != "" && !nkeys.IsValidPublicUserKey(e.PublicKey) {
 		e.PublicKey = ""
 	}
@@ -222,15 +216,8 @@ func (e *FleetEntry) clean() {
 		}
 	}
 	if l := e.LastDeploy; l != nil {
-		if ValidateAction(string(l.Action)) != nil || ValidateRevision(l.Revision) != nil || !l.Status.Terminal() {
-			e.LastDeploy = nil
-		} else {
-			l.ID = cleanID(l.ID)
-			l.Caller = cleanCaller(l.Caller)
-			l.Error = ErrorCode(CleanField(string(l.Error)))
-			l.FinishedAt = cleanTime(l.FinishedAt)
-			l.DurationSeconds = cleanSeconds(l.DurationSeconds)
-		}
+		l.FinishedAt = cleanTime(l.FinishedAt)
+		l.DurationSeconds = cleanSeconds(l.DurationSeconds)
 	}
 }
 
@@ -270,7 +257,7 @@ func cleanID(s string) string {
 }
 
 func cleanCaller(s string) string {
-	if !nkeys.IsValidPublicKey(s) {
+	if !nkeys.IsValidPublicUserKey(s) {
 		return ""
 	}
 	return s

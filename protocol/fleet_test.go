@@ -22,7 +22,7 @@ func TestDecodeFleetEntry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.Generation != 42 || e.RunningDeploy == nil || e.RunningDeploy.ID != "abc" || e.LastDeploy == nil || e.LastDeploy.ID != "xyz" ||
+	if e.Generation != 42 || e.RunningDeploy == nil || e.RunningDeploy.ID != "abc" || e.LastDeploy == nil || e.LastDeploy.Revision != "main" ||
 		e.LastDeploy.Status != StatusCompleted || e.PublicKey == "" || e.CurrentSystem != "/nix/store/aaa-nixos-system-web1" {
 		t.Errorf("decoded %+v", e)
 	}

@@ -69,6 +69,8 @@ type Config struct {
 	// SwitchToConfiguration replaces the system profile's
 	// switch-to-configuration for undoing a test (tests).
 	SwitchToConfiguration string
+	// Fleet is the listener's entry in the fleet registry (fleet.go).
+	Fleet FleetConfig
 }
 
 // Listener is a running listener.
@@ -160,10 +162,13 @@ func Run(ctx context.Context, cfg Config) error {
 	restart := make(chan string, 1)
 	scfg := serverConfig(cfg, conn, m, log, restart)
 	scfg.Trusted = trusted
+	entry := newFleetEntry(cfg, conn, subjects, m, log)
+	scfg.OnChange = entry.changed
 	server, err := deploy.NewServer(scfg)
 	if err != nil {
 		return err
 	}
+	entry.attach(server)
 	responder := &listhosts.Responder{
 		Hostname: cfg.Hostname, Tier: cfg.Tier, Role: cfg.Role, Subjects: subjects,
 		Version: cfg.Version, Busy: server.Busy, Last: server.LastDeploy, Publish: publisher(conn), Logger: log,
@@ -171,11 +176,11 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	var subs []daemon.Subscription
 	for _, s := range subjects {
-		subs = append(subs, daemon.Subscription{Subject: s, Handle: func(msg *nats.Msg) { server.HandleMsg(msg.Subject, msg.Header, msg.Data) }})
+		subs = append(subs, daemon.Subscription{Subject: s, Handle: dropJetStream(log, func(msg *nats.Msg) { server.HandleMsg(msg.Subject, msg.Header, msg.Data) })})
 	}
 	// Discovery floods must not grow memory without bound.
 	subs = append(subs, daemon.Subscription{
-		Subject: cfg.DiscoverSubject, Handle: func(msg *nats.Msg) { server.Redeliver(); responder.HandleMsg(msg.Subject, msg.Header, msg.Data) },
+		Subject: cfg.DiscoverSubject, Handle: dropJetStream(log, func(msg *nats.Msg) { server.Redeliver(); responder.HandleMsg(msg.Subject, msg.Header, msg.Data) }),
 		PendingMsgs: 4096, PendingBytes: 4 << 20,
 	})
 	metricsAddr := ""
@@ -184,11 +189,12 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	err = daemon.Run(ctx, daemon.Spec{
 		Name: "listener", Conn: conn, OwnsConn: owned, Subscriptions: subs,
-		Registry: reg, MetricsAddr: metricsAddr, Server: server, Grace: cfg.ShutdownGrace,
+		Registry: reg, MetricsAddr: metricsAddr, Server: entry.wrap(server), Grace: cfg.ShutdownGrace,
 		Restart: restart, Logger: log,
 		Ready: func(addr string) {
 			log.Info("listener ready", "subjects", subjects, "discover", cfg.DiscoverSubject, "flake", cfg.FlakeURL, "version", cfg.Version,
 				"trusted_deployers", trustedAttr(trusted))
+			entry.start(ctx)
 			if cfg.Ready != nil {
 				cfg.Ready(&Listener{Subjects: subjects, metricsAddr: addr})
 			}

@@ -11,6 +11,10 @@ type Metrics struct {
 	Duration    *prometheus.HistogramVec
 	InProgress  prometheus.Gauge
 	Info        *prometheus.GaugeVec
+	// RebootRequired and Generation are what the fleet registry knows of
+	// the host's system (tools/fleet), refreshed with every heartbeat.
+	RebootRequired prometheus.Gauge
+	Generation     prometheus.Gauge
 }
 
 // NewMetrics registers the listener metrics with reg.
@@ -33,7 +37,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "homelab_deploy_info",
 			Help: "Static listener metadata; always 1.",
 		}, []string{"hostname", "tier", "role", "version"}),
+		RebootRequired: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "homelab_deploy_reboot_required",
+			Help: "1 when the running system's kernel, initrd or kernel modules differ from the booted system's, else 0.",
+		}),
+		Generation: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "homelab_deploy_generation",
+			Help: "The NixOS system profile generation (0 when unknown).",
+		}),
 	}
-	reg.MustRegister(m.Deployments, m.Duration, m.InProgress, m.Info)
+	reg.MustRegister(m.Deployments, m.Duration, m.InProgress, m.Info, m.RebootRequired, m.Generation)
 	return m
 }

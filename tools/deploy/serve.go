@@ -52,6 +52,10 @@ type ServerConfig struct {
 	OnRestart    func(reason string)
 	// BeforeDeploy, if set, is called before nixos-rebuild starts.
 	BeforeDeploy func(action protocol.Action)
+	// OnChange, if set, is called when a deploy starts and when it has
+	// finished (Running and LastDeploy changed): the fleet registry entry
+	// is written again.
+	OnChange func()
 	// Trusted are the deployer keys whose signed requests are carried out.
 	// Empty: unsigned requests are carried out too (older deployers), and
 	// signed ones when their signature is valid.
@@ -195,6 +199,7 @@ func (s *Server) HandleMsg(subject string, header nats.Header, data []byte) {
 		return
 	}
 	s.running.Store(&Running{ID: req.ID, Caller: caller, Subject: subject, Action: req.Action, Revision: req.Revision, Arrived: arrived})
+	s.changed()
 	if caller != "" {
 		log = log.With("caller", caller)
 	}
@@ -271,6 +276,7 @@ func (s *Server) run(req protocol.DeployRequest, flakeRef string, log *slog.Logg
 		}
 	}
 	release()
+	s.changed()
 	s.noteFinal(req, status, code, msg, dur)
 	s.auditRun(cur, status, code)
 	s.reply(req, status, code, msg, dur)
@@ -309,6 +315,12 @@ func (s *Server) reply(req protocol.DeployRequest, status protocol.Status, code 
 	}
 	if err := s.cfg.Publish(req.ReplyTo, data); err != nil {
 		s.cfg.Logger.Error("publish deploy status", "reply_to", req.ReplyTo, "status", status, "err", err)
+	}
+}
+
+func (s *Server) changed() {
+	if s.cfg.OnChange != nil {
+		s.cfg.OnChange()
 	}
 }
 

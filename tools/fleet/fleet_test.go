@@ -5,11 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/homelab-deploy/homelab-deploy/internal/testenv"
 	"github.com/homelab-deploy/homelab-deploy/protocol"
@@ -25,7 +25,9 @@ func TestWriteThenRead(t *testing.T) {
 	sys.point(t, "booted-system", a)
 	sys.generation(t, "42")
 	w := startWriter(t, n, "web1", "test", "web", SystemPaths{Root: sys.Root}, time.Hour)
-	w.DeployFinished(protocol.DeployRecord{ID: "req1", LastDeploy: protocol.LastDeploy{Action: protocol.ActionSwitch, Revision: "main", Status: protocol.StatusCompleted, FinishedAt: "2026-11-26T18:00:00Z", DurationSeconds: 3}})
+	w.cfg.Last = func() *protocol.LastDeploy {
+		return &protocol.LastDeploy{Action: protocol.ActionSwitch, Revision: "main", Status: protocol.StatusCompleted, FinishedAt: "2026-11-26T18:00:00Z", DurationSeconds: 3}
+	}
 	writeOnce(t, w)
 	writeOnce(t, startWriter(t, n, "db1", "prod", "db", SystemPaths{Root: t.TempDir()}, time.Hour))
 
@@ -41,7 +43,7 @@ func TestWriteThenRead(t *testing.T) {
 		!h.RebootRequired || h.UptimeSeconds != 1234.56 || h.HeartbeatSeconds != 3600 {
 		t.Errorf("host %+v", h)
 	}
-	if h.LastDeploy == nil || h.LastDeploy.ID != "req1" || h.LastDeploy.Status != protocol.StatusCompleted {
+	if h.LastDeploy == nil || h.LastDeploy.Action != protocol.ActionSwitch || h.LastDeploy.Status != protocol.StatusCompleted || h.LastDeploy.DurationSeconds != 3 {
 		t.Errorf("last deploy %+v", h.LastDeploy)
 	}
 	if d := time.Since(h.LastSeen); d < 0 || d > time.Minute {
@@ -63,6 +65,8 @@ func TestRunningDeployAndStop(t *testing.T) {
 	t.Parallel()
 	n := jsServer(t, true)
 	w := startWriter(t, n, "web2", "test", "", SystemPaths{Root: t.TempDir()}, time.Hour)
+	var running atomic.Pointer[protocol.RunningDeploy]
+	w.cfg.Running = running.Load
 	reader := n.Connect(t, "test-deployer")
 	read := func() Host {
 		t.Helper()
@@ -79,7 +83,8 @@ func TestRunningDeployAndStop(t *testing.T) {
 	}, "the started writer never registered web2")
 
 	// A change is written without waiting for the (hour-long) heartbeat.
-	w.DeployStarted(protocol.RunningDeploy{ID: "r1", Action: protocol.ActionTest, Revision: "main", StartedAt: "2026-11-26T18:00:00Z"})
+	running.Store(&protocol.RunningDeploy{ID: "r1", Action: protocol.ActionTest, Revision: "main", StartedAt: "2026-11-26T18:00:00Z"})
+	w.Changed()
 	testenv.Eventually(t, 10*time.Second, func() bool { return read().RunningDeploy != nil }, "the running deploy was never written")
 	if r := read().RunningDeploy; r.ID != "r1" || r.Action != protocol.ActionTest {
 		t.Errorf("running deploy %+v", r)
@@ -156,33 +161,49 @@ func TestWithoutRegistry(t *testing.T) {
 	})
 }
 
-// The bucket is a key-value bucket that nats.go (and so natscli) reads.
+// jsRequest sends one JetStream API request as the all-powerful user and
+// returns the answer, failing the test on an error answer.
+func jsRequest(t *testing.T, conn *protocol.Conn, subject string, body []byte) []byte {
+	t.Helper()
+	msg, err := conn.Request(subject, body, 5*time.Second)
+	if err != nil {
+		t.Fatalf("%s: %v", subject, err)
+	}
+	var resp apiResponse
+	if err := json.Unmarshal(msg.Data, &resp); err != nil || resp.Error != nil {
+		t.Fatalf("%s: %s", subject, msg.Data)
+	}
+	return msg.Data
+}
+
+// The bucket is a key-value bucket as nats.go and natscli read one: a
+// stream KV_<bucket> on $KV.<bucket>.>, keeping at least one message per
+// key, with direct gets of a key's last value.
 func TestBucketIsKeyValue(t *testing.T) {
 	t.Parallel()
 	n := jsServer(t, true)
 	w := startWriter(t, n, "web1", "test", "web", SystemPaths{Root: t.TempDir()}, time.Hour)
 	writeOnce(t, w)
-	js, err := jetstream.New(n.Connect(t, "all").Conn)
-	if err != nil {
+	all := n.Connect(t, "all")
+	var info streamInfo
+	if err := json.Unmarshal(jsRequest(t, all, protocol.FleetStreamInfoSubject, nil), &info); err != nil {
 		t.Fatal(err)
 	}
-	kv, err := js.KeyValue(t.Context(), protocol.FleetBucket)
-	if err != nil {
-		t.Fatal(err)
+	if c := info.Config; c.Name != "KV_"+protocol.FleetBucket || c.Replicas != 1 || c.MaxMsgsPerSubject < 1 || !c.AllowDirect || c.AllowRollup ||
+		len(c.Subjects) != 1 || c.Subjects[0] != "$KV."+protocol.FleetBucket+".>" || c.MaxMsgSize != protocol.MaxFleetEntrySize {
+		t.Errorf("stream config %+v", c)
 	}
-	e, err := kv.Get(t.Context(), "test.web1")
+	msg, err := all.Request("$JS.API.DIRECT.GET."+protocol.FleetStream+"."+protocol.FleetKeySubject("test", "web1"), nil, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var entry protocol.FleetEntry
-	if err := json.Unmarshal(e.Value(), &entry); err != nil || entry.Hostname != "web1" || entry.HeartbeatSeconds != 3600 {
-		t.Errorf("entry %s: %v", e.Value(), err)
+	if err := json.Unmarshal(msg.Data, &entry); err != nil || entry.Hostname != "web1" || entry.HeartbeatSeconds != 3600 {
+		t.Errorf("entry %s: %v", msg.Data, err)
 	}
 
 	// Deleted, the bucket is created again by the next write.
-	if err := js.DeleteKeyValue(t.Context(), protocol.FleetBucket); err != nil {
-		t.Fatal(err)
-	}
+	jsRequest(t, all, "$JS.API.STREAM.DELETE."+protocol.FleetStream, nil)
 	writeOnce(t, w)
 	hosts, err := ReadTier(t.Context(), n.Connect(t, "test-deployer"), "test", ReadOptions{})
 	if err != nil || len(hosts) != 1 {
@@ -191,32 +212,28 @@ func TestBucketIsKeyValue(t *testing.T) {
 }
 
 // A stream of the bucket's name that would send entries elsewhere (here a
-// republish to a deploy subject) is not written to.
+// republish) is not written to.
 func TestForeignBucketRefused(t *testing.T) {
 	t.Parallel()
 	n := jsServer(t, true)
-	js, err := jetstream.New(n.Connect(t, "all").Conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = js.CreateStream(t.Context(), jetstream.StreamConfig{
-		Name: protocol.FleetStream, Subjects: []string{protocol.FleetKeyPrefix + ">"}, MaxMsgsPerSubject: 1,
-		RePublish: &jetstream.RePublish{Source: protocol.FleetKeyPrefix + ">", Destination: "republished.>"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	all := n.Connect(t, "all")
+	jsRequest(t, all, protocol.FleetStreamCreateSubject, []byte(`{"name":"`+protocol.FleetStream+`","subjects":["`+protocol.FleetKeyPrefix+`>"],
+		"max_msgs_per_subject":1,"storage":"memory","num_replicas":1,"republish":{"src":"`+protocol.FleetKeyPrefix+`>","dest":"republished.>"}}`))
 	w := startWriter(t, n, "web1", "test", "web", SystemPaths{Root: t.TempDir()}, time.Hour)
-	err = w.write(t.Context(), false)
+	err := w.write(t.Context(), false)
 	if !errors.Is(err, ErrBadBucket) || !strings.Contains(err.Error(), "republishes") {
 		t.Fatalf("write to a republishing bucket: %v, want ErrBadBucket", err)
 	}
-	info, err := js.Stream(t.Context(), protocol.FleetStream)
-	if err != nil {
+	var info struct {
+		State struct {
+			Messages int `json:"messages"`
+		} `json:"state"`
+	}
+	if err := json.Unmarshal(jsRequest(t, all, protocol.FleetStreamInfoSubject, nil), &info); err != nil {
 		t.Fatal(err)
 	}
-	if msgs := info.CachedInfo().State.Msgs; msgs != 0 {
-		t.Errorf("%d entries written to the foreign bucket", msgs)
+	if info.State.Messages != 0 {
+		t.Errorf("%d entries written to the foreign bucket", info.State.Messages)
 	}
 }
 

@@ -94,43 +94,52 @@ var ErrBadBucket = errors.New("the fleet registry bucket has a configuration hom
 
 // ensureStream makes sure the bucket exists and is sound: it reads the
 // stream's info, and creates it when it is missing. replicas 0 means
-// three on a JetStream cluster and one on a single server.
+// three on a JetStream cluster and one on a single server. Listeners that
+// start together race to create it; the losers find it made.
 func ensureStream(ctx context.Context, r *replies, replicas int, timeout time.Duration) (created bool, err error) {
-	data, err := r.apiCall(ctx, protocol.FleetStreamInfoSubject, nil, timeout, nil)
-	if err == nil {
-		return false, checkInfo(data)
+	for attempt := 0; attempt < 3; attempt++ {
+		data, err := r.apiCall(ctx, protocol.FleetStreamInfoSubject, nil, timeout, nil)
+		if err == nil {
+			return false, checkInfo(data)
+		}
+		if !errors.Is(err, ErrNoBucket) {
+			return false, err
+		}
+		data, err = createStream(ctx, r, replicas, timeout)
+		if err == nil {
+			return true, checkInfo(data)
+		}
+		var ae *APIError
+		// Made by another listener a moment ago (maybe with other
+		// replicas), or still being made: look again.
+		if errors.As(err, &ae) && ae.ErrCode == jsErrStreamNameInUse || errors.Is(err, ErrNoBucket) {
+			continue
+		}
+		return false, fmt.Errorf("create the fleet registry bucket: %w", err)
 	}
-	if !errors.Is(err, ErrNoBucket) {
-		return false, err
-	}
+	return false, fmt.Errorf("create the fleet registry bucket: %w: other listeners kept creating it", ErrNoAnswer)
+}
+
+// createStream creates the bucket's stream; with replicas 0 it tries
+// three replicas first and falls back to one where the server cannot
+// have more (a single server, a cluster of two).
+func createStream(ctx context.Context, r *replies, replicas int, timeout time.Duration) ([]byte, error) {
 	tries := []int{replicas}
 	if replicas == 0 {
 		tries = []int{3, 1}
 	}
+	var err error
 	for i, n := range tries {
 		body, _ := json.Marshal(newStreamConfig(n))
+		var data []byte
 		data, err = r.apiCall(ctx, protocol.FleetStreamCreateSubject, body, timeout, nil)
 		var ae *APIError
-		if errors.As(err, &ae) {
-			switch {
-			case ae.ErrCode == jsErrStreamNameInUse:
-				// Another listener created it a moment ago, maybe with
-				// other replicas: use it if it is sound.
-				data, err = r.apiCall(ctx, protocol.FleetStreamInfoSubject, nil, timeout, nil)
-				if err != nil {
-					return false, err
-				}
-				return false, checkInfo(data)
-			case (ae.ErrCode == jsErrReplicasUnsupported || ae.ErrCode == jsErrInsufficient) && i+1 < len(tries):
-				continue
-			}
+		if errors.As(err, &ae) && (ae.ErrCode == jsErrReplicasUnsupported || ae.ErrCode == jsErrInsufficient) && i+1 < len(tries) {
+			continue
 		}
-		if err != nil {
-			return false, fmt.Errorf("create the fleet registry bucket: %w", err)
-		}
-		return true, checkInfo(data)
+		return data, err
 	}
-	return false, err
+	return nil, err
 }
 
 func checkInfo(data []byte) error {

@@ -45,6 +45,10 @@ type WriterConfig struct {
 	System SystemPaths
 	// OnSystem, if set, receives the system state each time it is read.
 	OnSystem func(System)
+	// Running and Last, if set, report the deploy in progress and the last
+	// finished one at each write; call Changed when either changes.
+	Running func() *protocol.RunningDeploy
+	Last    func() *protocol.LastDeploy
 	// Timeout bounds one JetStream request (default DefaultTimeout).
 	Timeout time.Duration
 	Now     func() time.Time
@@ -57,10 +61,6 @@ type Writer struct {
 	cfg     WriterConfig
 	started time.Time
 	kick    chan struct{}
-
-	mu      sync.Mutex // guards running, last
-	running *protocol.RunningDeploy
-	last    *protocol.DeployRecord
 
 	putMu   sync.Mutex // one write at a time; guards the fields below
 	r       *replies
@@ -158,24 +158,8 @@ func (w *Writer) Stop(ctx context.Context) error {
 	return err
 }
 
-// DeployStarted records the deploy that runs now and writes the entry.
-func (w *Writer) DeployStarted(r protocol.RunningDeploy) {
-	w.mu.Lock()
-	w.running = &r
-	w.mu.Unlock()
-	w.changed()
-}
-
-// DeployFinished records a finished deploy and writes the entry.
-func (w *Writer) DeployFinished(d protocol.DeployRecord) {
-	w.mu.Lock()
-	w.running = nil
-	w.last = &d
-	w.mu.Unlock()
-	w.changed()
-}
-
-func (w *Writer) changed() {
+// Changed writes the entry soon: the running or the last deploy changed.
+func (w *Writer) Changed() {
 	select {
 	case w.kick <- struct{}{}:
 	default:
@@ -195,16 +179,12 @@ func (w *Writer) Entry(sys System, stopped bool) protocol.FleetEntry {
 		HeartbeatSeconds: w.cfg.Interval.Seconds(),
 		Stopped:          stopped,
 	}
-	w.mu.Lock()
-	if w.running != nil {
-		r := *w.running
-		e.RunningDeploy = &r
+	if w.cfg.Running != nil {
+		e.RunningDeploy = w.cfg.Running()
 	}
-	if w.last != nil {
-		l := *w.last
-		e.LastDeploy = &l
+	if w.cfg.Last != nil {
+		e.LastDeploy = w.cfg.Last()
 	}
-	w.mu.Unlock()
 	if e.Subjects == nil {
 		e.Subjects = []string{}
 	}
