@@ -34,8 +34,8 @@ func newNATSConfig(r *Root) *natsConfigCmd {
 		ShortHelp: "print the NATS server authorization block for a fleet",
 		LongHelp: "Reads a fleet description and prints the `authorization { users = [...] }` block that\n" +
 			"gives every credential exactly the permissions of its kind:\n" +
-			"  listener-<host>   publish deploy.responses.>, deploy.discover; subscribe its own subjects, deploy.discover\n" +
-			"  builder           publish build.responses.>; subscribe build.<repo>.*\n" +
+			"  listener-<host>   publish deploy.responses.*.<host>, deploy.discover; subscribe its own subjects, deploy.discover\n" +
+			"  builder           publish build.responses.*.builder; subscribe build.<repo>.*\n" +
 			"  test-deployer     publish deploy.test.>, deploy.discover; subscribe deploy.responses.>, deploy.discover\n" +
 			"  admin-deployer    publish and subscribe deploy.>\n" +
 			"  build-client      publish build.<repo>.*; subscribe build.responses.>\n" +

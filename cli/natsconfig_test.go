@@ -172,7 +172,9 @@ func TestAuthorizationBlockInNATSServer(t *testing.T) {
 	}
 	checks := []check{
 		// Listener: replies and discovery out; its own subjects and discovery in.
-		{"listener-testhost1", "pub", "deploy.responses.r1", true},
+		{"listener-testhost1", "pub", "deploy.responses.r1.testhost1", true},
+		{"listener-testhost1", "pub", "deploy.responses.r1", false},
+		{"listener-testhost1", "pub", "deploy.responses.r1.dns1", false},
 		{"listener-testhost1", "pub", "deploy.discover", true},
 		{"listener-testhost1", "pub", "deploy.test.all", false},
 		{"listener-testhost1", "pub", "deploy.prod.dns1", false},
@@ -189,7 +191,8 @@ func TestAuthorizationBlockInNATSServer(t *testing.T) {
 		{"listener-dns1", "sub", "deploy.prod.role.web", false},
 		{"listener-dns1", "pub", "deploy.prod.all", false},
 		// Builder: build replies out; its repos' build subjects in.
-		{"builder", "pub", "build.responses.r2", true},
+		{"builder", "pub", "build.responses.r2.builder", true},
+		{"builder", "pub", "build.responses.r2", false},
 		{"builder", "pub", "deploy.responses.r2", false},
 		{"builder", "pub", "build.nixos-servers.all", false},
 		{"builder", "sub", "build.nixos-servers.all", true},
@@ -219,14 +222,14 @@ func TestAuthorizationBlockInNATSServer(t *testing.T) {
 		{"build-client", "pub", "build.other.all", false},
 		{"build-client", "pub", "deploy.test.all", false},
 		{"build-client", "pub", "deploy.discover", false},
-		{"build-client", "sub", "build.responses.r5", true},
+		{"build-client", "sub", "build.responses.r5.builder", true},
 		{"build-client", "sub", "deploy.responses.r5", false},
 		{"build-client", "sub", "deploy.discover", false},
 		// MCP: test deployer plus build client.
 		{"mcp", "pub", "deploy.test.all", true},
 		{"mcp", "pub", "build.nixos-servers.all", true},
 		{"mcp", "pub", "deploy.prod.all", false},
-		{"mcp", "sub", "build.responses.r6", true},
+		{"mcp", "sub", "build.responses.r6.builder", true},
 		{"mcp", "sub", "deploy.responses.r6", true},
 		{"mcp", "sub", "deploy.prod.all", false},
 	}

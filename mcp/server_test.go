@@ -281,8 +281,10 @@ func TestCancelStopsWaitingAndLeaksNothing(t *testing.T) {
 		errc <- err
 	}()
 	<-started
-	if n := f.nats.Server.NumSubscriptions(); n != baseline+1 {
-		t.Fatalf("while waiting: %d subscriptions, want the baseline %d plus the reply subscription", n, baseline)
+	// Two reply subscriptions: reply_to and reply_to.* (the hosts' own
+	// subjects, protocol/gather).
+	if n := f.nats.Server.NumSubscriptions(); n != baseline+2 {
+		t.Fatalf("while waiting: %d subscriptions, want the baseline %d plus the two reply subscriptions", n, baseline)
 	}
 	if !goroutinesIn("homelab-deploy/tools/deploy.Send") {
 		t.Fatal("no goroutine in deploy.Send while the call waits; the leak check below would prove nothing")

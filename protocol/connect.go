@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -461,8 +462,12 @@ func (c *Conn) PublicKey() string {
 	return pub
 }
 
-// NewID returns a random request id usable as a subject token.
-func NewID() string { return nats.NewInbox()[len(nats.InboxPrefix):] }
+// NewID returns a request id: 26 characters of base32 (A-Z, 2-7) from
+// crypto/rand, 130 bits, one subject token. Nothing in one id tells
+// anything about another: a NATS NUID (a fixed per-process prefix and a
+// growing sequence) let whoever saw one reply subject predict the next
+// and answer there first.
+func NewID() string { return rand.Text() }
 
 // ConfirmSubscription makes sure the server accepted the subscription to
 // subject before the caller publishes a request whose answers arrive there:

@@ -8,27 +8,30 @@ type Permissions struct {
 	Subscribe []string `json:"subscribe"`
 }
 
-// ListenerPermissions: publish replies and discovery answers; subscribe to
-// the listener's own deploy subjects and discovery.
-func ListenerPermissions(subjects []string, discover string) Permissions {
+// ListenerPermissions: publish statuses and discovery answers on its own
+// reply subjects only (deploy.responses.*.<hostname>: the server then
+// vouches that an answer there comes from this host, see BoundReply);
+// subscribe to the listener's own deploy subjects and discovery.
+func ListenerPermissions(hostname string, subjects []string, discover string) Permissions {
 	if discover == "" {
 		discover = DefaultDiscoverSubject
 	}
 	sub := append(append([]string{}, subjects...), discover)
 	return Permissions{
-		Publish:   []string{DeployResponsesPrefix + ">", discover},
+		Publish:   []string{BoundReply(DeployResponsesPrefix+"*", hostname), discover},
 		Subscribe: sub,
 	}
 }
 
-// BuilderPermissions: publish build replies; subscribe to build.<repo>.* for
-// each configured repo.
+// BuilderPermissions: publish build statuses on the builder's own reply
+// subjects only (build.responses.*.builder); subscribe to build.<repo>.*
+// for each configured repo.
 func BuilderPermissions(repos []string) Permissions {
 	sub := make([]string, 0, len(repos))
 	for _, r := range repos {
 		sub = append(sub, BuildRepoWildcard(r))
 	}
-	return Permissions{Publish: []string{BuildResponsesPrefix + ">"}, Subscribe: sub}
+	return Permissions{Publish: []string{BoundReply(BuildResponsesPrefix+"*", BuilderToken)}, Subscribe: sub}
 }
 
 // TestDeployerPermissions: deploy to the test tier and discover hosts;

@@ -92,7 +92,7 @@ func TestBuilderBurstOneRuns(t *testing.T) {
 	var mu sync.Mutex
 	byStatus := map[string]int{}
 	var count atomic.Int64
-	sub, err := client.Subscribe(reply, func(m *nats.Msg) {
+	sub, err := client.Subscribe(protocol.BoundReply(reply, protocol.BuilderToken), func(m *nats.Msg) {
 		var r protocol.BuildResponse
 		if json.Unmarshal(m.Data, &r) != nil {
 			return

@@ -61,7 +61,7 @@ func TestRequestDuringSelfRestartIsRejected(t *testing.T) {
 	<-ready
 	conn := n.Connect(t, "deployer")
 	second := make(chan *nats.Msg, 16)
-	_, _ = conn.ChanSubscribe("deploy.responses.second", second)
+	_, _ = conn.ChanSubscribe(protocol.BoundReply("deploy.responses.second", "h1"), second)
 	_ = conn.Flush()
 	req2, _ := json.Marshal(protocol.DeployRequest{ID: "second", Action: "test", Revision: "main", ReplyTo: "deploy.responses.second"})
 	progress := func(e tools.Event) {

@@ -350,7 +350,7 @@ func (f *Fleet) Credentials() []Credential {
 		}
 		out = append(out, Credential{
 			Name: ListenerCred(name), Comment: comment, Nkey: h.Nkey,
-			Permissions: MergePermissions(protocol.ListenerPermissions(subs, h.DiscoverSubject), protocol.FleetListenerPermissions(h.Tier, name)),
+			Permissions: MergePermissions(protocol.ListenerPermissions(name, subs, h.DiscoverSubject), protocol.FleetListenerPermissions(h.Tier, name)),
 		})
 	}
 	var repos []string

@@ -95,14 +95,14 @@ func TestCredentialsFollowSpecTable(t *testing.T) {
 	}
 	want := map[string]protocol.Permissions{
 		"listener-dns1": {
-			Publish:   []string{"deploy.responses.>", "deploy.discover", "$KV.homelab_deploy_fleet.prod.dns1", fleetInfo, fleetCreate},
+			Publish:   []string{"deploy.responses.*.dns1", "deploy.discover", "$KV.homelab_deploy_fleet.prod.dns1", fleetInfo, fleetCreate},
 			Subscribe: []string{"deploy.prod.dns1", "deploy.prod.all", "deploy.prod.role.dns", "deploy.discover", "fleet.replies.host.dns1.>"},
 		},
 		"listener-testhost1": {
-			Publish:   []string{"deploy.responses.>", "deploy.discover", "$KV.homelab_deploy_fleet.test.testhost1", fleetInfo, fleetCreate},
+			Publish:   []string{"deploy.responses.*.testhost1", "deploy.discover", "$KV.homelab_deploy_fleet.test.testhost1", fleetInfo, fleetCreate},
 			Subscribe: []string{"deploy.test.testhost1", "deploy.test.all", "deploy.discover", "fleet.replies.host.testhost1.>"},
 		},
-		"builder":        {Publish: []string{"build.responses.>"}, Subscribe: []string{"build.nixos-servers.*", "build.homelab.*"}},
+		"builder":        {Publish: []string{"build.responses.*.builder"}, Subscribe: []string{"build.nixos-servers.*", "build.homelab.*"}},
 		"test-deployer":  {Publish: []string{"deploy.test.>", "deploy.discover", readTest}, Subscribe: []string{"deploy.responses.>", "deploy.discover", "fleet.replies.read.test.>"}},
 		"admin-deployer": {Publish: []string{"deploy.>", readTest, readProd}, Subscribe: []string{"deploy.>", "fleet.replies.read.test.>", "fleet.replies.read.prod.>"}},
 		"build-client":   {Publish: []string{"build.nixos-servers.*", "build.homelab.*"}, Subscribe: []string{"build.responses.>"}},
@@ -140,7 +140,7 @@ func TestCustomSubjectsAndDisabledDeployers(t *testing.T) {
 		t.Fatalf("credentials %+v, want only the listener", creds)
 	}
 	want := protocol.Permissions{
-		Publish:   []string{"deploy.responses.>", "deploy.lab-discover", "$KV.homelab_deploy_fleet.test.lab1", fleetInfo, fleetCreate},
+		Publish:   []string{"deploy.responses.*.lab1", "deploy.lab-discover", "$KV.homelab_deploy_fleet.test.lab1", fleetInfo, fleetCreate},
 		Subscribe: []string{"deploy.test.lab1", "deploy.lab.all", "deploy.lab-discover", "fleet.replies.host.lab1.>"},
 	}
 	if !reflect.DeepEqual(creds[0].Permissions, want) {

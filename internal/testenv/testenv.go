@@ -143,7 +143,7 @@ func ListenerPerms(tier, hostname, role string) *protocol.Permissions {
 	if err != nil {
 		panic(err)
 	}
-	p := protocol.ListenerPermissions(subs, "")
+	p := protocol.ListenerPermissions(hostname, subs, "")
 	f := protocol.FleetListenerPermissions(tier, hostname)
 	p.Publish = append(p.Publish, f.Publish...)
 	p.Subscribe = append(p.Subscribe, f.Subscribe...)

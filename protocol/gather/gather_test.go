@@ -3,6 +3,7 @@ package gather
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -207,5 +208,87 @@ func TestCloseWhileAnswersArrive(t *testing.T) {
 	defer c2.Close()
 	if m := next(t, c2); m.Kind != NoResponders {
 		t.Fatalf("second call: %+v", m)
+	}
+}
+
+// Answers on reply_to.<token> arrive with their sender; answers on the bare
+// reply_to without one; a "no responders" status a sender publishes on its
+// own subject is malformed, not the end of the request; and a sender token
+// that is not one word never reaches the caller as an answer.
+func TestSenderIsReadFromTheSubject(t *testing.T) {
+	t.Parallel()
+	n := testenv.StartNATS(t, testenv.User{Name: "any"})
+	conn := n.Connect(t, "any")
+	status := func(host string) []byte {
+		b, _ := json.Marshal(protocol.DeployResponse{Hostname: host, Status: protocol.StatusAccepted})
+		return b
+	}
+	// One publisher, one subject per step, and a flush after each: the
+	// order of arrival is the order below.
+	if _, err := conn.Subscribe("req.bound", func(m *nats.Msg) {
+		steps := []*nats.Msg{
+			{Subject: m.Reply + ".web1", Data: status("web1")},
+			{Subject: m.Reply + ".web2", Header: nats.Header{"Status": []string{"503"}}},
+			{Subject: m.Reply, Data: status("old1")},
+		}
+		for _, s := range steps {
+			_ = conn.PublishMsg(s)
+			_ = conn.Flush()
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	replyTo := protocol.DeployResponsesPrefix + protocol.NewID()
+	c, err := Start(conn, "req.bound", replyTo, nil, protocol.DecodeDeployStatus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	got := map[string]Msg[protocol.DeployResponse]{}
+	for range 3 {
+		m := next(t, c)
+		got[m.Subject] = m
+	}
+	if m := got[replyTo+".web1"]; m.Kind != Answer || m.Sender != "web1" || !m.Bound() || m.Value.Hostname != "web1" {
+		t.Errorf("bound answer = %+v", m)
+	}
+	if m := got[replyTo+".web2"]; m.Kind != Malformed || m.Sender != "web2" || !strings.Contains(fmt.Sprint(m.Err), "only the NATS server sends one") {
+		t.Errorf("a sender's no-responders status = %+v", m)
+	}
+	if m := got[replyTo]; m.Kind != Answer || m.Bound() || m.Value.Hostname != "old1" {
+		t.Errorf("bare answer = %+v", m)
+	}
+}
+
+// A credential that may subscribe to the bare reply subject but not below
+// it could never hear a listener that binds its statuses: nothing is sent,
+// and the refusal names the senders' subject.
+func TestSenderSubscriptionRefusedSendsNothing(t *testing.T) {
+	t.Parallel()
+	n := testenv.StartNATS(t,
+		testenv.User{Name: "narrow", Permissions: &protocol.Permissions{Publish: []string{"deploy.test.>"}, Subscribe: []string{"deploy.responses.*"}}},
+		testenv.User{Name: "spy"})
+	spy := n.Connect(t, "spy")
+	seen, err := spy.SubscribeSync("deploy.test.web1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := spy.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	narrow := n.Connect(t, "narrow")
+	replyTo := protocol.DeployResponsesPrefix + protocol.NewID()
+	c, err := Start(narrow, "deploy.test.web1", replyTo, []byte("request"), decodeDeploy)
+	var refused *SubscribeRefusedError
+	if c != nil || !errors.As(err, &refused) || refused.Subject != replyTo+".*" {
+		t.Fatalf("Start = %v, %v; want a *SubscribeRefusedError for %s.*", c, err, replyTo)
+	}
+	if err := narrow.Publish("deploy.test.web1", []byte("sentinel")); err != nil {
+		t.Fatal(err)
+	}
+	_ = narrow.Flush()
+	m, err := seen.NextMsg(30 * time.Second)
+	if err != nil || string(m.Data) != "sentinel" {
+		t.Fatalf("first message on the request subject = %v, %v; want the sentinel", m, err)
 	}
 }

@@ -65,6 +65,7 @@ type Result struct {
 	Succeeded            int                        `json:"succeeded" jsonschema:"hosts that built"`
 	Failed               int                        `json:"failed" jsonschema:"hosts that failed or timed out"`
 	TotalDurationSeconds float64                    `json:"total_duration_seconds" jsonschema:"seconds from sending the request to the final status"`
+	Verified             bool                       `json:"verified" jsonschema:"true when the final status came on the builder's own reply subject, which the NATS server lets only the builder's credential publish on; false when it came on the bare reply subject (an older builder, or a server still granting it build.responses.>: regenerate it with nats-config), or when none came"`
 }
 
 // IsError implements tools.Result.
@@ -142,6 +143,7 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, opts Options, p
 
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
+	bound := false // a status came on the builder's own subject
 	finish := func(msg string) Result {
 		res.TotalDurationSeconds = protocol.Seconds(time.Since(start))
 		if msg != "" {
@@ -166,14 +168,19 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, opts Options, p
 			case gather.NoResponders:
 				return finish(fmt.Sprintf("no builder answered for repo %s: no builder is subscribed to %s (is one running with %s in its config?)", req.Repo, protocol.BuildRepoWildcard(req.Repo), req.Repo)), nil
 			case gather.Oversized, gather.Malformed:
-				opts.Logger.Warn("ignoring malformed build response", "subject", m.Subject, "bytes", m.Size)
+				opts.Logger.Warn("ignoring malformed build response", "subject", m.Subject, "bytes", m.Size, "err", m.Err)
 				continue
 			}
 			r := m.Value
-			if r.ID != "" && r.ID != id {
+			if why := admit(m, id, bound); why != "" {
+				opts.Logger.Warn("ignoring a build status that cannot belong to this build", "subject", m.Subject, "status", r.Status, "reason", why)
 				continue
 			}
+			bound = bound || m.Bound()
 			if final := res.apply(r, time.Since(start), progress, opts.Logger); final != "" {
+				if res.Verified = m.Bound(); !res.Verified {
+					final += unverifiedNote
+				}
 				return finish(final), nil
 			}
 		}

@@ -481,7 +481,10 @@ func (s *Server) reply(replyTo string, resp protocol.BuildResponse) {
 		s.cfg.Logger.Error("encode build response", "err", err)
 		return
 	}
-	if err := s.cfg.Publish(replyTo, data); err != nil {
+	// On <reply_to>.builder, the only reply subjects nats-config lets the
+	// builder publish on: the client knows the builder sent it
+	// (protocol.BoundReply).
+	if err := s.cfg.Publish(protocol.BoundReply(replyTo, protocol.BuilderToken), data); err != nil {
 		s.cfg.Logger.Error("publish build status", "reply_to", replyTo, "status", resp.Status, "err", err)
 	}
 }

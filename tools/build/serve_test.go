@@ -294,7 +294,7 @@ func rawRequest(t *testing.T, rg *rig, subject string, body map[string]any) prot
 	id := protocol.NewID()
 	replyTo := protocol.BuildResponsesPrefix + id
 	body["id"], body["reply_to"] = id, replyTo
-	sub, err := rg.client.SubscribeSync(replyTo)
+	sub, err := rg.client.SubscribeSync(protocol.BoundReply(replyTo, protocol.BuilderToken))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -336,7 +336,7 @@ func TestSecondBuildOfARepoIsRejectedAndReplaysAreRefused(t *testing.T) {
 	// The same request id twice: the second is refused.
 	id := protocol.NewID()
 	body2, _ := json.Marshal(protocol.BuildRequest{ID: id, Repo: repo, Target: "good", ReplyTo: protocol.BuildResponsesPrefix + id})
-	sub, _ := rg.client.SubscribeSync(protocol.BuildResponsesPrefix + id)
+	sub, _ := rg.client.SubscribeSync(protocol.BoundReply(protocol.BuildResponsesPrefix+id, protocol.BuilderToken))
 	_ = rg.client.Flush()
 	rg.srv.Handle("build.fleet.good", body2)
 	rg.srv.Handle("build.fleet.good", body2)

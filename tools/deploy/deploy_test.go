@@ -186,7 +186,7 @@ func TestSecondDeployIsAlreadyRunning(t *testing.T) {
 // the first terminal answer.
 func rawRequest(t *testing.T, conn *protocol.Conn, subject string, data []byte, replyTo string) protocol.DeployResponse {
 	t.Helper()
-	sub, err := conn.SubscribeSync(replyTo)
+	sub, err := conn.SubscribeSync(protocol.BoundReply(replyTo, "*"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -86,7 +86,7 @@ func TestDeployBurstOneAccepted(t *testing.T) {
 	var mu sync.Mutex
 	byStatus := map[string]int{}
 	var count atomic.Int64
-	sub, err := f.deployer.Subscribe(reply, func(m *nats.Msg) {
+	sub, err := f.deployer.Subscribe(protocol.BoundReply(reply, "*"), func(m *nats.Msg) {
 		var r protocol.DeployResponse
 		if json.Unmarshal(m.Data, &r) != nil {
 			return

@@ -64,6 +64,7 @@ type HostResult struct {
 	Error           protocol.ErrorCode `json:"error" jsonschema:"error code when not completed: invalid_action, invalid_revision, invalid_request, already_running, build_failed or timeout; null on success"`
 	Message         string             `json:"message" jsonschema:"what the host reported"`
 	DurationSeconds float64            `json:"duration_seconds" jsonschema:"seconds from the request to the host's final status"`
+	Verified        bool               `json:"verified" jsonschema:"true when the host's status came on its own reply subject, which the NATS server lets only that host's credential publish on; false when it came on the bare reply subject (an older listener, or a server still granting listeners deploy.responses.>: regenerate it with nats-config), or when no status came"`
 }
 
 // Result is the outcome of one deploy request. Its JSON shape is what
@@ -110,6 +111,9 @@ type hostState struct {
 	firstAt  time.Duration
 	lastAt   time.Duration
 	terminal bool
+	// heard: a status of the host was counted; verified: the latest one
+	// came on the host's own subject (binding.go).
+	heard, verified bool
 }
 
 // Send publishes a deploy request on conn and collects the answers until
@@ -150,7 +154,7 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, opts Options, p
 	defer lost.stop()
 
 	data, _ := json.Marshal(protocol.DeployRequest{ID: id, Action: req.Action, Revision: req.Revision, ReplyTo: replyTo})
-	call, err := gather.Start(conn, req.Subject, replyTo, data, protocol.DecodeDeployResponse)
+	call, err := gather.Start(conn, req.Subject, replyTo, data, protocol.DecodeDeployStatus)
 	if refused := (*gather.SubscribeRefusedError)(nil); errors.As(err, &refused) {
 		res.Message = refused.Error() + "; a deployer needs subscribe permission on deploy.responses.>"
 		return res, nil
@@ -169,7 +173,7 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, opts Options, p
 	done := 0 // hosts in a terminal state
 	finish := func(msg string) Result {
 		res.DurationSeconds = protocol.Seconds(time.Since(start))
-		res.Message = msg
+		res.Message = msg + unverifiedNote(hosts)
 		return res
 	}
 	window := time.NewTimer(time.Hour)
@@ -238,11 +242,12 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, opts Options, p
 				}
 				continue
 			case gather.Oversized, gather.Malformed:
-				opts.Logger.Warn("ignoring malformed deploy response", "subject", m.Subject, "bytes", m.Size)
+				opts.Logger.Warn("ignoring malformed deploy response", "subject", m.Subject, "bytes", m.Size, "err", m.Err)
 				continue
 			}
 			r := m.Value
-			if r.ID != "" && r.ID != id {
+			if why := admit(m, id, target, hosts); why != "" {
+				opts.Logger.Warn("ignoring a deploy status that cannot belong to this deploy", "subject", m.Subject, "hostname", r.Hostname, "status", r.Status, "reason", why)
 				continue
 			}
 			elapsed := time.Since(start)
@@ -257,6 +262,7 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, opts Options, p
 			}
 			h.resp = r
 			h.lastAt = elapsed
+			h.heard, h.verified = true, m.Bound()
 			if r.Status.Terminal() {
 				h.terminal = true
 				done++
@@ -313,7 +319,7 @@ func collect(res *Result, hosts map[string]*hostState) {
 	res.Hosts = res.Hosts[:0]
 	res.Completed, res.Failed, res.Unfinished = 0, 0, 0
 	for name, h := range hosts {
-		hr := HostResult{Hostname: name, Status: h.resp.Status, Error: h.resp.Error, Message: h.resp.Message, DurationSeconds: protocol.Seconds(h.lastAt)}
+		hr := HostResult{Hostname: name, Status: h.resp.Status, Error: h.resp.Error, Message: h.resp.Message, DurationSeconds: protocol.Seconds(h.lastAt), Verified: h.verified}
 		switch {
 		case hr.Status == protocol.StatusCompleted:
 			res.Completed++

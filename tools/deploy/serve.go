@@ -313,7 +313,10 @@ func (s *Server) reply(req protocol.DeployRequest, status protocol.Status, code 
 		s.cfg.Logger.Error("encode deploy response", "err", err)
 		return
 	}
-	if err := s.cfg.Publish(req.ReplyTo, data); err != nil {
+	// On <reply_to>.<hostname>, the only reply subjects nats-config lets
+	// this host publish on: the deployer reads the sender from the subject
+	// (protocol.BoundReply).
+	if err := s.cfg.Publish(protocol.BoundReply(req.ReplyTo, s.cfg.Hostname), data); err != nil {
 		s.cfg.Logger.Error("publish deploy status", "reply_to", req.ReplyTo, "status", status, "err", err)
 	}
 }

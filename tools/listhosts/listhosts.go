@@ -200,8 +200,17 @@ collect:
 			case gather.NoResponders:
 				break collect // nobody listens for discovery
 			case gather.Oversized, gather.Malformed:
-				opts.Logger.Warn("ignoring malformed discovery answer", "bytes", m.Size)
-			default:
+				opts.Logger.Warn("ignoring malformed discovery answer", "subject", m.Subject, "bytes", m.Size, "err", m.Err)
+			case gather.Answer:
+				// On a host's own subject (<reply_to>.<hostname>, which
+				// nats-config lets only that host publish on) the answer
+				// must describe that host; on the bare reply subject (an
+				// older listener) nothing is proven, and it is kept as
+				// before.
+				if m.Bound() && m.Value.Hostname != m.Sender {
+					opts.Logger.Warn("ignoring a discovery answer in another host's name", "subject", m.Subject, "hostname", m.Value.Hostname, "sender", m.Sender)
+					break
+				}
 				if h, ok := accept(m.Value, id, tier, seen); ok {
 					res.Hosts = append(res.Hosts, h)
 				}
@@ -304,7 +313,8 @@ func (r *Responder) HandleMsg(subject string, header nats.Header, data []byte) {
 		resp.LastDeploy = r.Last()
 	}
 	out, _ := json.Marshal(resp)
-	if err := r.Publish(req.ReplyTo, out); err != nil && r.Logger != nil {
+	// On <reply_to>.<hostname>, as the deploy statuses (protocol.BoundReply).
+	if err := r.Publish(protocol.BoundReply(req.ReplyTo, r.Hostname), out); err != nil && r.Logger != nil {
 		r.Logger.Warn("publish discovery answer", "err", err)
 	}
 }

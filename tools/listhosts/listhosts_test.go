@@ -78,7 +78,7 @@ func TestResponderIgnoresForeignReplySubjects(t *testing.T) {
 	}
 	r.Handle([]byte(`{"reply_to":"deploy.responses.ok","tier":"prod"}`))
 	r.Handle([]byte(`{"reply_to":"deploy.responses.ok"}`))
-	if fmt.Sprint(published) != "[deploy.responses.ok]" {
+	if fmt.Sprint(published) != "[deploy.responses.ok.h]" {
 		t.Fatalf("published to %q", published)
 	}
 }
