@@ -265,7 +265,7 @@ func TestDiscoveryFloodBoundedMemory(t *testing.T) {
 	conn := connectAs(t, f.nats.URL, f.creds["deployer"])
 	reply := protocol.DeployResponsesPrefix + "flood"
 	var answered atomic.Int64
-	sub, err := conn.Subscribe(reply, func(*nats.Msg) { answered.Add(1) })
+	sub, err := conn.Subscribe(protocol.BoundReply(reply, "testhost1"), func(*nats.Msg) { answered.Add(1) })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -345,6 +345,16 @@ func TestHostileRawMessages(t *testing.T) {
 			}
 		}
 	}
+	// answerOn is where the answer to a case with reply subject reply
+	// arrives: the sender's own subject below it (protocol.BoundReply),
+	// testhost1's for deploys and discovery of the test tier, the
+	// builder's for builds.
+	answerOn := func(c rawCase, reply string) string {
+		if c.cred == "build-client" {
+			return protocol.BoundReply(reply, protocol.BuilderToken)
+		}
+		return protocol.BoundReply(reply, "testhost1")
+	}
 	// sentinel sends a request on the case's subject that is surely
 	// answered, and waits for the answer: the server handles one
 	// subscription's requests in order, so the case before it was handled.
@@ -360,11 +370,11 @@ func TestHostileRawMessages(t *testing.T) {
 			prefix, body = protocol.DeployResponsesPrefix, `{"reply_to":"%s","tier":"test"}`
 		}
 		reply := fmt.Sprintf("%ssentinel%d", prefix, i)
-		allowed[reply] = true
+		allowed[answerOn(c, reply)] = true
 		if err := conns[c.cred].Publish(c.subject, []byte(fmt.Sprintf(body, reply))); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(c.cred, reply)
+		waitFor(c.cred, answerOn(c, reply))
 	}
 
 	for i, c := range hostileRawCases() {
@@ -381,8 +391,8 @@ func TestHostileRawMessages(t *testing.T) {
 			sentinel(c, i)
 			continue
 		}
-		allowed[reply] = true
-		m := waitFor(c.cred, reply)
+		allowed[answerOn(c, reply)] = true
+		m := waitFor(c.cred, answerOn(c, reply))
 		var got struct {
 			Status    protocol.Status    `json:"status"`
 			Error     protocol.ErrorCode `json:"error"`
