@@ -59,9 +59,9 @@ type Conn struct {
 	closed chan struct{}
 	// lastErr is the error of the latest failed connection attempt.
 	lastErr atomic.Value
-	// signer is the NKey the connection authenticated with; requests sent
-	// through protocol/gather are signed with it (see Sign).
-	signer nkeys.KeyPair
+	// signer holds the NKey the connection authenticated with; requests
+	// sent through protocol/gather are signed with it (see Sign).
+	signer *requestSigner
 }
 
 // Warnings while a daemon has no NATS server: the first after
@@ -235,12 +235,16 @@ func Connect(ctx context.Context, o ConnectOptions) (*Conn, error) {
 		return nil, fmt.Errorf("NKey seed file %s: %w", o.NKeyFile, err)
 	}
 	nkeyOpt := nats.Nkey(pub, signer.Sign)
+	reqSigner, err := newRequestSigner(signer)
+	if err != nil {
+		return nil, fmt.Errorf("NKey seed file %s: %w", o.NKeyFile, err)
+	}
 	logger := o.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	c := &Conn{logger: logger, watchers: map[*permWatch]struct{}{}, reconnects: map[chan struct{}]struct{}{},
-		up: make(chan struct{}), closed: make(chan struct{}), signer: signer}
+		up: make(chan struct{}), closed: make(chan struct{}), signer: reqSigner}
 	servers := redactURLs(urls)
 	opts := []nats.Option{
 		nkeyOpt,
@@ -449,7 +453,7 @@ func (c *Conn) SignRequest(subject string, body []byte) (nats.Header, error) {
 	if c.signer == nil {
 		return nil, nil
 	}
-	return Sign(c.signer, subject, body, time.Now())
+	return c.signer.sign(subject, body, time.Now()), nil
 }
 
 // PublicKey returns the public key of the connection's credential, or ""
@@ -458,8 +462,7 @@ func (c *Conn) PublicKey() string {
 	if c.signer == nil {
 		return ""
 	}
-	pub, _ := c.signer.PublicKey()
-	return pub
+	return c.signer.pub
 }
 
 // NewID returns a request id: 26 characters of base32 (A-Z, 2-7) from

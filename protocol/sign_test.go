@@ -90,6 +90,27 @@ func TestSignThenVerify(t *testing.T) {
 	}
 }
 
+// Signing must leave the key pair usable: the connection keeps
+// authenticating with it on every reconnect.
+func TestSignLeavesTheKeyPairIntact(t *testing.T) {
+	t.Parallel()
+	kp, pub := newUser(t)
+	for range 3 {
+		h, err := Sign(kp, signSubject, signBody, signNow)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if caller, err := Verify(h, signSubject, signBody, signNow, nil); err != nil || caller != pub {
+			t.Fatalf("Verify = %q, %v", caller, err)
+		}
+	}
+	nonce := []byte("nonce")
+	sig, err := kp.Sign(nonce)
+	if err != nil || kp.Verify(nonce, sig) != nil {
+		t.Fatalf("the key pair no longer signs: %v", err)
+	}
+}
+
 func TestVerifyRefuses(t *testing.T) {
 	t.Parallel()
 	kp, pub := newUser(t)
@@ -284,4 +305,50 @@ func FuzzVerify(f *testing.F) {
 			t.Fatalf("signature for %q %q accepted for %q %q", subject, body, otherSubject, otherBody)
 		}
 	})
+}
+
+// BenchmarkSign and BenchmarkVerify measure what signing adds to every
+// request (the deployer) and to every request a listener or builder
+// takes.
+func BenchmarkSign(b *testing.B) {
+	kp, _ := newUser(b)
+	s, err := newRequestSigner(kp) // once per connection, as Connect does
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		s.sign(signSubject, signBody, signNow)
+	}
+}
+
+func BenchmarkVerify(b *testing.B) {
+	kp, pub := newUser(b)
+	h, _ := Sign(kp, signSubject, signBody, signNow)
+	trusted := trust(pub)
+	for b.Loop() {
+		if _, err := Verify(h, signSubject, signBody, signNow, trusted); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// TestSignatureHeaderSize: what the headers add to a request on the wire
+// (NATS header framing included), so the cost stays visible.
+func TestSignatureHeaderSize(t *testing.T) {
+	t.Parallel()
+	kp, _ := newUser(t)
+	h, err := Sign(kp, signSubject, signBody, signNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := len("NATS/1.0\r\n\r\n")
+	for k, vs := range h {
+		for _, v := range vs {
+			size += len(k) + len(": ") + len(v) + len("\r\n")
+		}
+	}
+	if size > 300 {
+		t.Errorf("signature headers take %d bytes, more than the 300 expected", size)
+	}
+	t.Logf("signature headers: %d bytes per request", size)
 }
