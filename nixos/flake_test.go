@@ -222,7 +222,7 @@ func TestVMTestConfig(t *testing.T) {
 				t.Errorf("%s subscribes to %s, which its NATS user may not (subscribe %q)", node, s, sub)
 			}
 		}
-		for _, s := range []string{"deploy.discover", "deploy.responses.x"} {
+		for _, s := range []string{"deploy.discover", "deploy.responses.x." + node} {
 			if !subjectAllowed(pub, s) {
 				t.Errorf("%s may not publish to %s (publish %q)", node, s, pub)
 			}

@@ -73,10 +73,12 @@ let
       systemd.services.homelab-deploy-listener.path = lib.mkBefore [ (fakeRebuild pkgs) ];
     };
 
-  listenerPermissions = subscribe: {
+  # What `homelab-deploy nats-config` grants: statuses only on the
+  # listener's own reply subjects (deploy.responses.<id>.<hostname>).
+  listenerPermissions = hostname: subscribe: {
     inherit subscribe;
     publish = [
-      "deploy.responses.>"
+      "deploy.responses.*.${hostname}"
       "deploy.discover"
     ];
   };
@@ -104,7 +106,7 @@ in
           settings.authorization.users = [
             {
               nkey = pub "listener-test";
-              permissions = listenerPermissions [
+              permissions = listenerPermissions "testhost" [
                 "deploy.test.testhost"
                 "deploy.test.all"
                 "deploy.test.role.>"
@@ -113,7 +115,7 @@ in
             }
             {
               nkey = pub "listener-prod";
-              permissions = listenerPermissions [
+              permissions = listenerPermissions "prodhost" [
                 "deploy.prod.prodhost"
                 "deploy.prod.all"
                 "deploy.prod.role.dns"
@@ -131,7 +133,7 @@ in
             {
               nkey = pub "builder";
               permissions = {
-                publish = [ "build.responses.>" ];
+                publish = [ "build.responses.*.builder" ];
                 subscribe = [ "build.configs.*" ];
               };
             }
