@@ -23,6 +23,7 @@ type deployCmd struct {
 	Action       string
 	Timeout      time.Duration
 	AcceptWindow time.Duration
+	SkipOffline  bool
 	JSON         bool
 	staging      deploy.Staging
 	Flags        *ff.FlagSet
@@ -36,7 +37,8 @@ func newDeploy(r *Root) *deployCmd {
 	c.Flags.StringVar(&c.Branch, 0, "branch", deploy.DefaultBranch, "git branch, tag or 40-hex commit to deploy (env HOMELAB_DEPLOY_BRANCH)")
 	c.Flags.StringVar(&c.Action, 0, "action", "switch", "nixos-rebuild action: switch, boot, test or dry-activate (env HOMELAB_DEPLOY_ACTION)")
 	durationVar(c.Flags, &c.Timeout, "timeout", deploy.DefaultTimeout, "how long to wait for every host's final status, in seconds (900) or as a duration (15m) (env HOMELAB_DEPLOY_TIMEOUT)")
-	durationVar(c.Flags, &c.AcceptWindow, "accept-window", deploy.DefaultAcceptWindow, "for group subjects, how long to wait for further hosts after the last new one, in seconds or as a duration (env HOMELAB_DEPLOY_ACCEPT_WINDOW)")
+	durationVar(c.Flags, &c.AcceptWindow, "accept-window", deploy.DefaultAcceptWindow, "for group subjects: with the fleet registry, how long a member has to answer before it is reported no_answer; without it, how long to wait for further hosts after the last status; in seconds or as a duration (env HOMELAB_DEPLOY_ACCEPT_WINDOW)")
+	c.Flags.BoolVar(&c.SkipOffline, 0, "skip-offline", "for group subjects: leave out the members the fleet registry has offline instead of failing on them (the summary lists them as skipped)")
 	c.Flags.BoolVar(&c.JSON, 0, "json", "print the result as JSON on stdout")
 	c.Flags.StringVar(&c.staging.Batch, 0, "batch", "", "roll a group subject out in batches of N hosts or N% of the group; each batch starts when the previous one completed")
 	c.Flags.StringVar(&c.staging.Canary, 0, "canary", "", "with a group subject: deploy this host alone first, and go on only if it completed")
@@ -116,6 +118,7 @@ func (c *deployCmd) exec(ctx context.Context, args []string) error {
 	in.TimeoutSeconds = int((c.Timeout + time.Second - 1) / time.Second)
 	in.AcceptWindowSeconds = c.AcceptWindow.Seconds()
 	in.Batch, in.Canary, in.MaxFailures = c.staging.Batch, c.staging.Canary, c.staging.MaxFailures
+	in.SkipOffline = c.SkipOffline
 	raw, err := r.checkTool("deploy_admin", in)
 	if err != nil {
 		return err

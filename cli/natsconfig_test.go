@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -117,7 +118,7 @@ func TestNATSConfigGeneratesKeysOnceAndRendersThem(t *testing.T) {
 	for _, u := range doc.Authorization.Users {
 		if u.Nkey == adminPub {
 			found = true
-			if strings.Join(u.Permissions.Publish, ",") != "deploy.>" || strings.Join(u.Permissions.Subscribe, ",") != "deploy.>" {
+			if want := protocol.AdminDeployerPermissions(); !slices.Equal(u.Permissions.Publish, want.Publish) || !slices.Equal(u.Permissions.Subscribe, want.Subscribe) || want.Publish[0] != "deploy.>" {
 				t.Errorf("admin in --json: %+v", u.Permissions)
 			}
 		}

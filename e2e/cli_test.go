@@ -214,7 +214,12 @@ func TestCLIVersionWithoutLdflags(t *testing.T) {
 		}
 	}
 	if len(rev) < 7 {
-		t.Fatalf("the build recorded no commit:\n%s", info)
+		// A tarball, or a checkout the toolchain cannot read (a linked
+		// worktree): there is no commit to name, and "dev" is right.
+		if v != "dev" {
+			t.Fatalf("--version = %q without a recorded commit, want dev:\n%s", v, info)
+		}
+		t.Skipf("the toolchain recorded no commit for this checkout; --version says dev:\n%s", info)
 	}
 	if v == "dev" || !strings.Contains(v, rev[:7]) {
 		t.Errorf("--version = %q, want it to name commit %s", v, rev[:7])

@@ -33,6 +33,9 @@ type Options struct {
 	// reconnection.
 	Discover listhosts.Options
 	Logger   *slog.Logger
+	// SkipOffline leaves the group members the fleet registry has offline
+	// out of the verdict (members.go); they are listed as skipped.
+	SkipOffline bool
 }
 
 func (o Options) withDefaults() Options {
@@ -65,6 +68,8 @@ type HostResult struct {
 	Message         string             `json:"message" jsonschema:"what the host reported"`
 	DurationSeconds float64            `json:"duration_seconds" jsonschema:"seconds from the request to the host's final status"`
 	Verified        bool               `json:"verified" jsonschema:"true when the host's status came on its own reply subject, which the NATS server lets only that host's credential publish on; false when it came on the bare reply subject (an older listener, or a server still granting listeners deploy.responses.>: regenerate it with nats-config), or when no status came"`
+	// LastSeen is set for a member the fleet registry has offline.
+	LastSeen string `json:"last_seen,omitempty" jsonschema:"for a group member the fleet registry has offline (error offline): when it was last seen, RFC 3339 UTC"`
 }
 
 // Result is the outcome of one deploy request. Its JSON shape is what
@@ -81,6 +86,10 @@ type Result struct {
 	Failed          int             `json:"failed" jsonschema:"hosts that failed, were rejected or timed out"`
 	Unfinished      int             `json:"unfinished" jsonschema:"hosts still deploying when the wait was interrupted (their deploy goes on)"`
 	DurationSeconds float64         `json:"duration_seconds" jsonschema:"seconds from sending the request to the result"`
+	// Members and Skipped: a group deploy's members from the fleet
+	// registry (members.go).
+	Members string       `json:"members,omitempty" jsonschema:"registry when the group's members came from the fleet registry: the deploy waited for each of them, and members that were offline (error offline) or did not answer (error no_answer) count as failed"`
+	Skipped []HostResult `json:"skipped,omitempty" jsonschema:"with skip_offline: the group members the fleet registry had offline, left out"`
 }
 
 // IsError implements tools.Result.
@@ -153,6 +162,10 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, opts Options, p
 	lost := newLostCheck(conn, target, opts)
 	defer lost.stop()
 
+	// A group's members, when the fleet registry knows them (members.go).
+	members := lookupGroupMembers(ctx, conn, target, opts)
+	defer members.stop()
+
 	data, _ := json.Marshal(protocol.DeployRequest{ID: id, Action: req.Action, Revision: req.Revision, ReplyTo: replyTo})
 	call, err := gather.Start(conn, req.Subject, replyTo, data, protocol.DecodeDeployStatus)
 	if refused := (*gather.SubscribeRefusedError)(nil); errors.As(err, &refused) {
@@ -169,11 +182,11 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, opts Options, p
 	defer cancel()
 
 	hosts := map[string]*hostState{}
-	var lastNew time.Duration
-	done := 0 // hosts in a terminal state
+	done := members.start(hosts, req.Action, progress) // hosts in a terminal state
 	finish := func(msg string) Result {
+		members.annotate(&res, hosts)
 		res.DurationSeconds = protocol.Seconds(time.Since(start))
-		res.Message = msg + unverifiedNote(hosts)
+		res.Message = msg + members.note(&res) + unverifiedNote(hosts)
 		return res
 	}
 	window := time.NewTimer(time.Hour)
@@ -234,6 +247,12 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, opts Options, p
 				collect(&res, hosts)
 				return finish(verdict(&res)), nil
 			}
+		case <-members.deadline():
+			done += members.silent(hosts, time.Since(start), req.Action, done, progress)
+			if allTerminal() {
+				collect(&res, hosts)
+				return finish(verdict(&res)), nil
+			}
 		case m := <-call.Msgs():
 			switch m.Kind {
 			case gather.NoResponders:
@@ -255,7 +274,9 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, opts Options, p
 			if !ok {
 				h = &hostState{firstAt: elapsed}
 				hosts[r.Hostname] = h
-				lastNew = elapsed
+			}
+			if members.heard(r.Hostname, h) {
+				done-- // an offline or silent member answered after all
 			}
 			if h.terminal {
 				continue
@@ -278,18 +299,19 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, opts Options, p
 			if !allTerminal() {
 				continue
 			}
-			if !target.Group() {
+			if !target.Group() || members != nil && !members.waiting() {
 				collect(&res, hosts)
 				return finish(verdict(&res)), nil
 			}
-			// A group: wait until no new host has answered for the accept
-			// window (which also covers the window since the request).
-			wait := opts.AcceptWindow - (elapsed - lastNew)
-			if wait <= 0 {
-				collect(&res, hosts)
-				return finish(verdict(&res)), nil
+			if members != nil {
+				continue // an online member has not answered yet
 			}
-			window.Reset(wait)
+			// A group without a registry: wait until nothing has arrived
+			// for the accept window. Counted from this last status, not
+			// from the last new host's first answer: a host that took
+			// longer than the window to finish must not end the deploy
+			// before the answers queued behind it are read.
+			window.Reset(opts.AcceptWindow)
 		}
 	}
 }

@@ -25,10 +25,11 @@ type Input struct {
 	Branch              string  `json:"branch,omitempty" jsonschema:"git branch, tag or 40-hex commit of the flake to deploy (default master)"`
 	Action              string  `json:"action,omitempty" jsonschema:"nixos-rebuild action (default switch)"`
 	TimeoutSeconds      int     `json:"timeout_seconds,omitempty" jsonschema:"how long to wait for every host's final status, in seconds (default 900)"`
-	AcceptWindowSeconds float64 `json:"accept_window_seconds,omitempty" jsonschema:"for a group, how long to wait for further hosts after the last new one, in seconds (default 2)"`
+	AcceptWindowSeconds float64 `json:"accept_window_seconds,omitempty" jsonschema:"for a group: with the fleet registry, how long a member has to answer before it counts as no_answer; without it, how long to wait for further hosts after the last status; in seconds (default 2)"`
 	Batch               string  `json:"batch,omitempty" jsonschema:"roll a group (all or role) out in batches of this many hosts (2) or this share of the group (25%); each batch starts when every host of the previous one completed"`
 	Canary              string  `json:"canary,omitempty" jsonschema:"with a group: deploy this member alone first, and go on only if it completed"`
 	MaxFailures         int     `json:"max_failures,omitempty" jsonschema:"in a staged rollout, how many failed hosts to tolerate before halting (default 0); hosts not yet started are reported skipped"`
+	SkipOffline         bool    `json:"skip_offline,omitempty" jsonschema:"for a group (all or role): leave out the members the fleet registry has offline instead of counting them as failed; they are listed in skipped"`
 }
 
 // AdminInput is the `deploy_admin` tool's input: Input plus a tier.
@@ -70,6 +71,7 @@ func (in AdminInput) Check() (Call, error) {
 	return Call{Request: req, Staging: staging, Options: Options{
 		Timeout:      time.Duration(in.TimeoutSeconds) * time.Second,
 		AcceptWindow: time.Duration(in.AcceptWindowSeconds * float64(time.Second)),
+		SkipOffline:  in.SkipOffline,
 	}}, nil
 }
 

@@ -29,12 +29,20 @@ type Input struct {
 	// QuietSeconds ends discovery after this long without a new answer;
 	// an operator setting.
 	QuietSeconds float64 `json:"quiet_seconds,omitempty" jsonschema:"seconds without a new answer that end discovery (default 0.5)"`
+	Role         string  `json:"role,omitempty" jsonschema:"only list hosts with this role"`
+	State        string  `json:"state,omitempty" jsonschema:"only list hosts whose listener is online, or offline (the fleet registry knows offline hosts; discovery finds only online ones)"`
+	// Source is an operator setting (the CLI's --source): auto (the fleet
+	// registry when it can be used, else discovery), registry or discovery.
+	Source string `json:"source,omitempty" jsonschema:"where the list comes from: auto (default), registry or discovery"`
 }
 
 // Request is a checked discovery.
 type Request struct {
 	Tier, Subject string
 	Quiet         time.Duration
+	// Role and State filter the list; Source picks where it comes from
+	// (registry.go).
+	Role, State, Source string
 }
 
 // Check validates the input.
@@ -54,7 +62,11 @@ func (in Input) Check() (Request, error) {
 	if in.QuietSeconds < 0 || in.QuietSeconds > 60 {
 		return Request{}, tools.Invalid("quiet_seconds must be between 0 and 60")
 	}
-	return Request{Tier: in.Tier, Subject: subject, Quiet: time.Duration(in.QuietSeconds * float64(time.Second))}, nil
+	role, state, source, err := in.checkFilters()
+	if err != nil {
+		return Request{}, err
+	}
+	return Request{Tier: in.Tier, Subject: subject, Quiet: time.Duration(in.QuietSeconds * float64(time.Second)), Role: role, State: state, Source: source}, nil
 }
 
 // Host is one discovered listener.
@@ -68,6 +80,12 @@ type Host struct {
 	// LastDeploy is the host's most recent finished deploy since its
 	// listener started.
 	LastDeploy *protocol.LastDeploy `json:"last_deploy,omitempty" jsonschema:"the host's most recent finished deploy since its listener started, if any"`
+	Online     bool                 `json:"online" jsonschema:"false when the listener stopped or has not been heard from for three heartbeats (fleet registry); always true from discovery"`
+	LastSeen   string               `json:"last_seen" jsonschema:"when the host was last heard from, RFC 3339 UTC"`
+	// The fleet registry's view (registry.go); absent from discovery.
+	Stopped       bool                    `json:"stopped,omitempty" jsonschema:"true when the listener stopped cleanly"`
+	RunningDeploy *protocol.RunningDeploy `json:"running_deploy,omitempty" jsonschema:"the deploy running on the host, if any (fleet registry)"`
+	System        *System                 `json:"system,omitempty" jsonschema:"the host's NixOS system (fleet registry)"`
 }
 
 // Result is the outcome of a discovery.
@@ -75,6 +93,9 @@ type Result struct {
 	Tier    string `json:"tier,omitempty" jsonschema:"the tier filter, if any"`
 	Hosts   []Host `json:"hosts" jsonschema:"hosts that answered, sorted by tier then hostname"`
 	Message string `json:"message" jsonschema:"one-line summary"`
+	// Source says where the list came from (registry.go).
+	Source string   `json:"source" jsonschema:"registry (the fleet registry: every registered host, offline ones too) or discovery (the hosts that answered now)"`
+	Notes  []string `json:"notes,omitempty" jsonschema:"what was left out and why (a tier this credential may not read, why the registry was not used)"`
 }
 
 // IsError implements tools.Result: finding nobody is not an error.
@@ -92,6 +113,12 @@ func (r Result) Summary() string {
 		if h.Busy {
 			b.WriteString("\tbusy")
 		}
+		if !h.Online {
+			fmt.Fprintf(&b, "\toffline (last seen %s)", h.LastSeen)
+		}
+		if h.System != nil && h.System.RebootRequired {
+			b.WriteString("\treboot required")
+		}
 	}
 	return b.String()
 }
@@ -101,18 +128,22 @@ func Tool() tools.Tool {
 	return tools.Define(tools.Tool{
 		Name:  "list_hosts",
 		Title: "List deployment targets",
-		Description: "Discovers the hosts whose listeners are online: hostname, tier, role, the subjects they take deploys on, " +
-			"their version and whether a deploy is running. Read-only; takes about a second. Use it before deploy to find valid targets.",
+		Description: "Lists the deploy targets from the fleet registry (every registered host, offline ones too, with online, last_seen, reboot_required and generation) " +
+			"or, without a registry, by discovering the hosts whose listeners are online: hostname, tier, role, the subjects they take deploys on, " +
+			"their version and whether a deploy is running. Read-only; instant from the registry, about a second by discovery. Use it before deploy to find valid targets.",
 		Annotations: tools.Annotations{ReadOnly: true, Destructive: false, Idempotent: true, OpenWorld: true},
-		Hidden:      []string{"discover_subject", "quiet_seconds"},
+		Hidden:      []string{"discover_subject", "quiet_seconds", "source"},
 	}, func(in, _ *jsonschema.Schema) {
 		var tiers []any
 		for _, t := range protocol.Tiers {
 			tiers = append(tiers, t)
 		}
 		in.Properties["tier"].Enum = tiers
+		in.Properties["role"].Pattern = protocol.TokenPattern
+		in.Properties["role"].MaxLength = jsonschema.Ptr(protocol.MaxTokenLen)
+		in.Properties["state"].Enum = []any{States[0], States[1]}
 	}, Input.Check, func(ctx context.Context, env tools.Env, req Request, _ tools.Progress) (Result, error) {
-		return Discover(ctx, env.Conn, req.Tier, req.Subject, Options{Quiet: req.Quiet, Logger: env.Logger})
+		return list(ctx, env.Conn, req, env.Logger)
 	})
 }
 

@@ -45,7 +45,7 @@ func TestDiscover(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := fmt.Sprint(res.Hosts)
-	want := "[{dns1 prod dns [deploy.prod.dns1 deploy.prod.all deploy.prod.role.dns] v1 true <nil>} {testhost1 test  [deploy.test.testhost1 deploy.test.all] v1 false <nil>}]"
+	want := "[{dns1 prod dns [deploy.prod.dns1 deploy.prod.all deploy.prod.role.dns] v1 true <nil> false  false <nil> <nil>} {testhost1 test  [deploy.test.testhost1 deploy.test.all] v1 false <nil> false  false <nil> <nil>}]"
 	if got != want {
 		t.Fatalf("hosts = %s\nwant    %s", got, want)
 	}
