@@ -19,11 +19,26 @@ let
   program = "${cfg.package}/bin/homelab-deploy";
 
   settingsFile = (pkgs.formats.yaml { }).generate "homelab-deploy-builder.yaml" cfg.settings;
-  useSettings = cfg.settings != { };
+  useSettings = cfg.settings != null;
   configPath = if useSettings then "${settingsFile}" else helpers.configFileArg cfg.configFile;
 
-  allowedUsers = config.nix.settings.allowed-users or [ "*" ];
-  userAllowed = lib.any (u: u == "*" || u == user || u == "@${user}") allowedUsers;
+  # The user's groups as the Nix daemon sees them: its primary group, its
+  # extraGroups, and groups that list it as a member.
+  userGroups =
+    [ user ]
+    ++ (config.users.users.${user}.extraGroups or [ ])
+    ++ builtins.filter (g: builtins.elem user (config.users.groups.${g}.members or [ ])) (
+      builtins.attrNames (config.users.groups or { })
+    );
+  userAllowed = helpers.nixUserAllowed {
+    inherit user;
+    groups = userGroups;
+    # nixpkgs' defaults.
+    allowedUsers = config.nix.settings.allowed-users or [ "*" ];
+    trustedUsers = config.nix.settings.trusted-users or [ "root" ];
+  };
+  loopbackMetrics = helpers.isLoopbackAddress cfg.metrics.address;
+  natsUrlProblem = helpers.natsUrlProblem cfg.natsUrl;
 in
 {
   options.services.homelab-deploy.builder = (import ./options.nix { inherit lib pkgs config; }).builder;
@@ -37,6 +52,12 @@ in
             "${opt}: set either configFile or settings, not both."
           else
             "${opt}: set configFile (a YAML file) or settings (the same as Nix); neither is set.";
+      }
+      {
+        assertion = natsUrlProblem == null;
+        message = ''
+          ${opt}.natsUrl = "${cfg.natsUrl}" would be refused by the builder at start:
+          ${toString natsUrlProblem}.'';
       }
       {
         assertion = !useSettings || helpers.repoProblems cfg.settings == [ ];
@@ -73,9 +94,15 @@ in
       }
     ];
 
-    warnings = lib.optional (!userAllowed) ''
-      ${opt}: nix.settings.allowed-users does not include "${user}", so the Nix daemon will
-      refuse the builder's connections. Add "${user}" to nix.settings.allowed-users.'';
+    warnings =
+      lib.optional (!userAllowed) ''
+        ${opt}: neither nix.settings.allowed-users nor nix.settings.trusted-users includes
+        "${user}" (by name, "@group" or "*"), so the Nix daemon will refuse the builder's
+        connections. Add "${user}" to nix.settings.allowed-users.''
+      ++ lib.optional (cfg.metrics.enable && cfg.metrics.openFirewall && loopbackMetrics) ''
+        ${opt}.metrics.openFirewall has no effect: metrics.address "${cfg.metrics.address}" is a
+        loopback address, which nothing outside this host can reach, so no port is opened.
+        Set openFirewall = false, or listen on ":${toString port}" to be scraped from outside.'';
 
     users.users.${user} = {
       isSystemUser = true;
@@ -107,6 +134,9 @@ in
       ];
 
       environment = lib.mkMerge [
+        # Nix's own variables and the configured proxy, as nixpkgs'
+        # nixos-upgrade service has them: the builder fetches flakes too.
+        (lib.mapAttrs (_: lib.mkDefault) (config.nix.envVars // config.networking.proxy.envVars))
         {
           # git and Nix keep their caches (fetched flakes, eval cache) here.
           HOME = stateDir;
@@ -182,7 +212,7 @@ in
     };
 
     networking.firewall.allowedTCPPorts = lib.optional (
-      cfg.metrics.enable && cfg.metrics.openFirewall && port != null
+      cfg.metrics.enable && cfg.metrics.openFirewall && port != null && !loopbackMetrics
     ) port;
   };
 }

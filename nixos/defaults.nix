@@ -45,7 +45,7 @@
   builder = {
     enable = false;
     configFile = null;
-    settings = { };
+    settings = null;
     timeout = 1800;
     maxParallel = 2;
     shutdownGrace = 30;

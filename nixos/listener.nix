@@ -13,6 +13,9 @@ let
   port = helpers.portOfAddress cfg.metrics.address;
   program = "${cfg.package}/bin/homelab-deploy";
   opt = "services.homelab-deploy.listener";
+  loopbackMetrics = helpers.isLoopbackAddress cfg.metrics.address;
+  natsUrlProblem = helpers.natsUrlProblem cfg.natsUrl;
+  flakeUrlProblem = helpers.flakeUrlProblem cfg.flakeUrl;
 in
 {
   options.services.homelab-deploy.listener =
@@ -20,6 +23,18 @@ in
 
   config = lib.mkIf cfg.enable {
     assertions = [
+      {
+        assertion = natsUrlProblem == null;
+        message = ''
+          ${opt}.natsUrl = "${cfg.natsUrl}" would be refused by the listener at start:
+          ${toString natsUrlProblem}.'';
+      }
+      {
+        assertion = flakeUrlProblem == null;
+        message = ''
+          ${opt}.flakeUrl = "${cfg.flakeUrl}" would be refused by the listener at start:
+          ${toString flakeUrlProblem}.'';
+      }
       {
         assertion = helpers.isValidHostname cfg.hostname;
         message = ''
@@ -89,6 +104,14 @@ in
       ];
 
       environment = lib.mkMerge [
+        # What nixpkgs' nixos-upgrade service (system.autoUpgrade) gives
+        # nixos-rebuild: Nix's own variables, root's HOME (git and Nix keep
+        # their caches there) and the configured proxy, so fetching works
+        # behind one.
+        # mkDefault: a variable in ${opt}.environment replaces one of these.
+        (lib.mapAttrs (_: lib.mkDefault) (
+          config.nix.envVars // { HOME = "/root"; } // config.networking.proxy.envVars
+        ))
         # Flake URLs need these; the user's environment may override.
         { NIX_CONFIG = lib.mkDefault "extra-experimental-features = nix-command flakes"; }
         cfg.environment
@@ -111,8 +134,13 @@ in
       };
     };
 
+    warnings = lib.optional (cfg.metrics.enable && cfg.metrics.openFirewall && loopbackMetrics) ''
+      ${opt}.metrics.openFirewall has no effect: metrics.address "${cfg.metrics.address}" is a
+      loopback address, which nothing outside this host can reach, so no port is opened.
+      Set openFirewall = false, or listen on ":${toString port}" to be scraped from outside.'';
+
     networking.firewall.allowedTCPPorts = lib.optional (
-      cfg.metrics.enable && cfg.metrics.openFirewall && port != null
+      cfg.metrics.enable && cfg.metrics.openFirewall && port != null && !loopbackMetrics
     ) port;
   };
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/homelab-deploy/homelab-deploy/cli"
+	"github.com/homelab-deploy/homelab-deploy/tools/build"
 )
 
 // option is one declared option as testdata/eval.nix reports it.
@@ -43,11 +44,11 @@ var specOptions = map[string]option{
 	"listener.shutdownGrace":        {Type: "positiveInt", Default: 30.0}, // extension
 	"listener.deploySubjects":       {Type: "listOf str", Default: defaultSubjects},
 	"listener.discoverSubject":      {Type: "str", Default: "deploy.discover"},
-	"listener.trustedDeployers":     {Type: "listOf str", Default: []any{}}, // extension
 	"listener.confirmTimeout":       {Type: "unsignedInt", Default: 120.0},  // extension
 	"listener.healthChecks":         {Type: "listOf str", Default: []any{}}, // extension
 	"listener.fleet.heartbeat":      {Type: "unsignedInt", Default: 30.0},   // extension
 	"listener.fleet.replicas":       {Type: "unsignedInt", Default: 0.0},    // extension
+	"listener.trustedDeployers":     {Type: "listOf str", Default: []any{}}, // extension
 	"listener.environment":          {Type: "attrsOf str", Default: map[string]any{}},
 	"listener.metrics.enable":       {Type: "bool", Default: false},
 	"listener.metrics.address":      {Type: "str", Default: ":9972"},
@@ -59,8 +60,8 @@ var specOptions = map[string]option{
 	"builder.package":               {Type: "package", Default: "<package homelab-deploy>"},
 	"builder.natsUrl":               {Type: "str", Default: required},
 	"builder.nkeyFile":              {Type: "path", Default: required},
-	"builder.configFile":            {Type: "nullOr path", Default: nil},       // required unless settings is set
-	"builder.settings":              {Type: "yaml", Default: map[string]any{}}, // extension
+	"builder.configFile":            {Type: "nullOr path", Default: nil},      // required unless settings is set
+	"builder.settings":              {Type: "nullOr submodule", Default: nil}, // extension
 	"builder.timeout":               {Type: "positiveInt", Default: 1800.0},
 	"builder.maxParallel":           {Type: "positiveInt", Default: 2.0},    // extension
 	"builder.shutdownGrace":         {Type: "positiveInt", Default: 30.0},   // extension
@@ -148,23 +149,47 @@ type unit struct {
 	Environment      map[string]string `json:"environment"`
 	FirewallPorts    []int             `json:"firewallPorts"`
 	Users            []string          `json:"users"`
+	Settings         any               `json:"settings"`
 }
 
 // evalUnit evaluates listener.nix or builder.nix with cfg on top of the
 // option defaults.
 func evalUnit(t *testing.T, service string, cfg map[string]any, allowedUsers ...string) unit {
 	t.Helper()
-	req := map[string]any{"what": service, "cfg": cfg}
+	var system map[string]any
 	if allowedUsers != nil {
-		req["allowedUsers"] = allowedUsers
+		system = map[string]any{"allowedUsers": allowedUsers}
+	}
+	return evalUnitIn(t, service, cfg, system)
+}
+
+// evalUnitIn is evalUnit in a NixOS configuration that sets what system
+// holds (see testdata/stub.nix: allowedUsers, trustedUsers, users, groups,
+// nixEnvVars, proxyEnvVars).
+func evalUnitIn(t *testing.T, service string, cfg, system map[string]any) unit {
+	t.Helper()
+	u, err := tryEvalUnit(t, service, cfg, system)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// tryEvalUnit returns the evaluation error (Nix's message on stderr) instead
+// of failing the test: a definition the module system refuses.
+func tryEvalUnit(t *testing.T, service string, cfg, system map[string]any) (unit, error) {
+	t.Helper()
+	req := map[string]any{"what": service, "cfg": cfg}
+	if system != nil {
+		req["system"] = system
 	}
 	b, err := json.Marshal(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var u unit
-	nixEvalJSON(t, &u, "testdata/eval.nix", "--argstr", "request", string(b))
-	return u
+	err = tryNixEvalJSON(t, &u, "testdata/eval.nix", "--argstr", "request", string(b))
+	return u, err
 }
 
 // splitExecLine undoes helpers.execLine: the program, then arguments quoted
@@ -230,6 +255,12 @@ func builderCfg(extra map[string]any) map[string]any {
 	}
 	maps.Copy(cfg, extra)
 	return cfg
+}
+
+// builderRepos is builderCfg with one repository named name at url.
+func builderRepos(name, url string) map[string]any {
+	return builderCfg(map[string]any{"settings": map[string]any{"repos": map[string]any{
+		name: map[string]any{"url": url, "default_branch": "main"}}}})
 }
 
 const watchUnit = "/etc/systemd/system/homelab-deploy-listener.service"
@@ -300,13 +331,13 @@ func TestListenerCommandLine(t *testing.T) {
 			// reach a value, and quotes or spaces must not split it.
 			name: "values systemd would otherwise expand or split",
 			cfg: listenerCfg(map[string]any{
-				"flakeUrl": `git+https://h.example/r.git?dir=a b&x=%41$HOME"'\`,
+				"flakeUrl": `git+https://h.example/r.git?dir=a%20b&x=%41$HOME"'\`,
 			}),
 			want: []string{"listener",
 				"--hostname", "stub-hostname", "--tier", "test",
 				"--nats-url", "nats://nats.example.com:4222",
 				"--nkey-file", "/run/secrets/listener.nkey",
-				"--flake-url", `git+https://h.example/r.git?dir=a b&x=%41$HOME"'\`,
+				"--flake-url", `git+https://h.example/r.git?dir=a%20b&x=%41$HOME"'\`,
 				"--timeout", "600", "--shutdown-grace", "30", "--confirm-timeout", "120",
 				"--deploy-subject", "deploy.<tier>.<hostname>",
 				"--deploy-subject", "deploy.<tier>.all",
@@ -355,7 +386,7 @@ func TestBuilderCommandLine(t *testing.T) {
 		{
 			name: "configFile and everything set",
 			cfg: builderCfg(map[string]any{
-				"settings":    map[string]any{},
+				"settings":    nil,
 				"configFile":  "/etc/homelab-deploy/builder.yaml",
 				"timeout":     3600,
 				"maxParallel": 4,
@@ -553,6 +584,143 @@ func TestBuilderUnit(t *testing.T) {
 	}
 }
 
+// TestBuilderSettings: settings is typed like the builder's YAML file, so
+// a misspelt or missing key fails evaluation (not the unit's start, in a
+// restart loop), and what the module writes is what the binary reads.
+func TestBuilderSettings(t *testing.T) {
+	t.Parallel()
+	repo := func(r map[string]any) map[string]any {
+		return builderCfg(map[string]any{"settings": map[string]any{"repos": map[string]any{"nixos-servers": r}}})
+	}
+	const prefix = "services.homelab-deploy.builder.settings"
+	tests := []struct {
+		name string
+		cfg  map[string]any
+		want string
+	}{
+		{"camelCase defaultBranch", repo(map[string]any{"url": "git+file:///x", "defaultBranch": "main"}),
+			"The option `" + prefix + ".repos.nixos-servers.defaultBranch' does not exist."},
+		{"no default_branch", repo(map[string]any{"url": "git+file:///x"}),
+			"The option `" + prefix + ".repos.nixos-servers.default_branch' was accessed but has no value defined."},
+		{"no url", repo(map[string]any{"default_branch": "main"}),
+			"The option `" + prefix + ".repos.nixos-servers.url' was accessed but has no value defined."},
+		{"branch not a string", repo(map[string]any{"url": "git+file:///x", "default_branch": 1}),
+			"A definition for option `" + prefix + ".repos.nixos-servers.default_branch' is not of type `string'."},
+		{"unknown top-level key", builderCfg(map[string]any{"settings": map[string]any{"repositories": map[string]any{}}}),
+			"The option `" + prefix + ".repositories' does not exist."},
+		{"no repos", builderCfg(map[string]any{"settings": map[string]any{}}),
+			"The option `" + prefix + ".repos' was accessed but has no value defined."},
+		{"dotted repo name quoted", builderCfg(map[string]any{"settings": map[string]any{"repos": map[string]any{
+			"a.b": map[string]any{"url": "git+file:///x", "branch": "main"}}}}),
+			"The option `" + prefix + `.repos."a.b".branch' does not exist.`},
+		// The same checks hold for every option, as in nixpkgs.
+		{"unknown listener option", listenerCfg(map[string]any{"natsURL": "nats://x"}),
+			"The option `services.homelab-deploy.listener.natsURL' does not exist."},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			service := "builder"
+			if _, ok := tt.cfg["tier"]; ok {
+				service = "listener"
+			}
+			_, err := tryEvalUnit(t, service, tt.cfg, nil)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("evaluation error %v, want one saying %q", err, tt.want)
+			}
+		})
+	}
+
+	t.Run("rendered settings pass the binary's check", func(t *testing.T) {
+		t.Parallel()
+		u := evalUnit(t, "builder", builderCfg(map[string]any{"settings": map[string]any{"repos": map[string]any{
+			"nixos-servers": map[string]any{"url": "git+https://git.example.com/org/nixos-servers.git", "default_branch": "master"},
+			"homelab":       map[string]any{"url": "git+ssh://git@github.com/you/homelab.git", "default_branch": "main"},
+		}}}))
+		// JSON is YAML: this is the content of the file the unit gets.
+		rendered, err := json.Marshal(u.Settings)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := build.ParseConfig("settings", rendered)
+		if err != nil {
+			t.Fatalf("the builder refuses what the module writes (%s): %v", rendered, err)
+		}
+		if got := c.Names(); !slices.Equal(got, []string{"homelab", "nixos-servers"}) || c.Repos["homelab"].DefaultBranch != "main" {
+			t.Errorf("builder read %+v from %s", c.Repos, rendered)
+		}
+	})
+}
+
+// TestNixDaemonAccess: the warning about allowed-users follows the Nix
+// daemon's rule: a user may connect when allowed-users or trusted-users
+// holds "*", its name, or "@group" of a group it is in.
+func TestNixDaemonAccess(t *testing.T) {
+	t.Parallel()
+	const user = "homelab-deploy-builder"
+	tests := []struct {
+		name   string
+		system map[string]any
+		warn   bool
+	}{
+		{"nixpkgs defaults", map[string]any{}, false},
+		{"allowed by name", map[string]any{"allowedUsers": []string{"root", user}}, false},
+		{"allowed by its own group", map[string]any{"allowedUsers": []string{"@" + user}}, false},
+		{"only root and wheel", map[string]any{"allowedUsers": []string{"root", "@wheel"}}, true},
+		{"trusted by name", map[string]any{"allowedUsers": []string{"root"}, "trustedUsers": []string{"root", user}}, false},
+		{"trusted *", map[string]any{"allowedUsers": []string{"root"}, "trustedUsers": []string{"*"}}, false},
+		{"trusted @wheel, in wheel", map[string]any{"allowedUsers": []string{"root"}, "trustedUsers": []string{"root", "@wheel"},
+			"users": map[string]any{user: map[string]any{"extraGroups": []string{"wheel"}}}}, false},
+		{"allowed @nixusers, a member", map[string]any{"allowedUsers": []string{"@nixusers"},
+			"groups": map[string]any{"nixusers": map[string]any{"members": []string{"alice", user}}}}, false},
+		{"trusted @wheel, not in wheel", map[string]any{"allowedUsers": []string{"root"}, "trustedUsers": []string{"root", "@wheel"},
+			"groups": map[string]any{"wheel": map[string]any{"members": []string{"alice"}}}}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			w := evalUnitIn(t, "builder", builderCfg(nil), tt.system).Warnings
+			if !tt.warn && len(w) != 0 {
+				t.Errorf("unexpected warnings %q", w)
+			}
+			if tt.warn && (len(w) != 1 || !strings.Contains(w[0], `Add "`+user+`" to nix.settings.allowed-users`)) {
+				t.Errorf("warnings %q, want one saying to add %s to allowed-users", w, user)
+			}
+		})
+	}
+}
+
+// TestServiceEnvironment: the listener runs nixos-rebuild with the
+// environment nixpkgs' nixos-upgrade service has (nix.envVars, HOME=/root,
+// the proxy), so fetching works behind a proxy; the service's own
+// environment option still wins.
+func TestServiceEnvironment(t *testing.T) {
+	t.Parallel()
+	system := map[string]any{
+		"nixEnvVars":   map[string]any{"NIX_REMOTE": "daemon"},
+		"proxyEnvVars": map[string]any{"https_proxy": "http://proxy:3128", "no_proxy": "127.0.0.1,localhost"},
+	}
+	env := evalUnitIn(t, "listener", listenerCfg(nil), system).Environment
+	want := map[string]string{"HOME": "/root", "NIX_REMOTE": "daemon", "https_proxy": "http://proxy:3128", "no_proxy": "127.0.0.1,localhost"}
+	for k, v := range want {
+		if env[k] != v {
+			t.Errorf("listener %s = %q, want %q (environment %v)", k, env[k], v, env)
+		}
+	}
+	env = evalUnitIn(t, "listener", listenerCfg(map[string]any{"environment": map[string]any{"HOME": "/var/lib/deploy", "https_proxy": "http://other:8080"}}), system).Environment
+	if env["HOME"] != "/var/lib/deploy" || env["https_proxy"] != "http://other:8080" {
+		t.Errorf("the listener's environment option must win: HOME=%q https_proxy=%q", env["HOME"], env["https_proxy"])
+	}
+	if env := evalUnit(t, "listener", listenerCfg(nil)).Environment; env["HOME"] != "/root" || env["https_proxy"] != "" {
+		t.Errorf("without a proxy: HOME=%q https_proxy=%q", env["HOME"], env["https_proxy"])
+	}
+
+	env = evalUnitIn(t, "builder", builderCfg(nil), system).Environment
+	if env["https_proxy"] != "http://proxy:3128" || env["HOME"] != "/var/lib/homelab-deploy-builder" || env["NIX_REMOTE"] != "daemon" {
+		t.Errorf("builder environment %v, want the proxy, its own HOME and NIX_REMOTE=daemon", env)
+	}
+}
+
 func TestFirewall(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -568,6 +736,12 @@ func TestFirewall(t *testing.T) {
 		{"listener", listenerCfg(map[string]any{"metrics": map[string]any{"enable": true, "openFirewall": true, "address": "[::]:9101"}}), []int{9101}},
 		{"builder", builderCfg(map[string]any{"metrics": map[string]any{"enable": true, "openFirewall": true}}), []int{9973}},
 		{"builder", builderCfg(map[string]any{"metrics": map[string]any{"enable": true}}), nil},
+		// Loopback: nothing outside can reach it, so no hole (and a warning).
+		{"listener", listenerCfg(map[string]any{"metrics": map[string]any{"enable": true, "openFirewall": true, "address": "localhost:9972"}}), nil},
+		{"listener", listenerCfg(map[string]any{"metrics": map[string]any{"enable": true, "openFirewall": true, "address": "127.0.0.1:9972"}}), nil},
+		{"listener", listenerCfg(map[string]any{"metrics": map[string]any{"enable": true, "openFirewall": true, "address": "[::1]:9972"}}), nil},
+		{"builder", builderCfg(map[string]any{"metrics": map[string]any{"enable": true, "openFirewall": true, "address": "127.0.0.2:9973"}}), nil},
+		{"listener", listenerCfg(map[string]any{"metrics": map[string]any{"enable": true, "openFirewall": true, "address": "192.168.1.5:9972"}}), []int{9972}},
 	}
 	for i, tt := range tests {
 		t.Run(fmt.Sprint(i), func(t *testing.T) {
@@ -575,6 +749,12 @@ func TestFirewall(t *testing.T) {
 			u := evalUnit(t, tt.service, tt.cfg)
 			if len(u.FirewallPorts) != len(tt.want) || (len(tt.want) > 0 && !slices.Equal(u.FirewallPorts, tt.want)) {
 				t.Errorf("%s %v: firewall ports %v, want %v", tt.service, tt.cfg["metrics"], u.FirewallPorts, tt.want)
+			}
+			m, _ := tt.cfg["metrics"].(map[string]any)
+			loopback := strings.HasPrefix(fmt.Sprint(m["address"]), "localhost") || strings.HasPrefix(fmt.Sprint(m["address"]), "127.") || strings.HasPrefix(fmt.Sprint(m["address"]), "[::1]")
+			warned := slices.ContainsFunc(u.Warnings, func(w string) bool { return strings.Contains(w, "openFirewall has no effect") })
+			if warned != loopback {
+				t.Errorf("%s %v: warnings %q; want one saying openFirewall has no effect exactly when the address is loopback", tt.service, m, u.Warnings)
 			}
 		})
 	}
@@ -603,14 +783,34 @@ func TestAssertions(t *testing.T) {
 		{"port out of range", "listener", listenerCfg(map[string]any{"metrics": map[string]any{"enable": true, "openFirewall": true, "address": ":70000"}}), "needs a port"},
 
 		{"builder valid", "builder", builderCfg(nil), ""},
-		{"builder configFile only", "builder", builderCfg(map[string]any{"settings": map[string]any{}, "configFile": "/etc/b.yaml"}), ""},
-		{"builder neither", "builder", builderCfg(map[string]any{"settings": map[string]any{}}), "neither is set"},
+		{"builder configFile only", "builder", builderCfg(map[string]any{"settings": nil, "configFile": "/etc/b.yaml"}), ""},
+		{"builder neither", "builder", builderCfg(map[string]any{"settings": nil}), "neither is set"},
 		{"builder both", "builder", builderCfg(map[string]any{"configFile": "/etc/b.yaml"}), "not both"},
 		{"builder no repos", "builder", builderCfg(map[string]any{"settings": map[string]any{"repos": map[string]any{}}}), "settings.repos is empty"},
-		{"builder dotted repo", "builder", builderCfg(map[string]any{"settings": map[string]any{"repos": map[string]any{
-			"a.b": map[string]any{"url": "git+file:///x"}}}}), `repo name "a.b" is not one NATS subject token`},
-		{"builder repo without url", "builder", builderCfg(map[string]any{"settings": map[string]any{"repos": map[string]any{
-			"r": map[string]any{"default_branch": "main"}}}}), `repo "r" has no url`},
+		{"builder dotted repo", "builder", builderRepos("a.b", "git+file:///x"), `repo name "a.b" is not one NATS subject token`},
+		{"builder repo named responses", "builder", builderRepos("responses", "git+file:///x"), `"responses" is reserved`},
+		{"builder repo url without scheme", "builder", builderRepos("r", "/srv/git/r"), `repos.r.url: flake URL "/srv/git/r" has no scheme`},
+		{"builder repo url with attribute", "builder", builderRepos("r", "git+file:///x#web1"), "must not contain '#'"},
+
+		// natsUrl and flakeUrl: what the binary refuses at start fails here,
+		// saying what to write instead (mirror_test.go holds both to the
+		// binary's own checks).
+		{"http natsUrl", "listener", listenerCfg(map[string]any{"natsUrl": "http://nats.example.com:4222"}),
+			`natsUrl = "http://nats.example.com:4222" would be refused by the listener at start:` + "\n" + `NATS URL "http://nats.example.com:4222" has scheme http://, which NATS does not speak: give host:port or nats://host:port, tls://host:port`},
+		{"natsUrl host:port", "listener", listenerCfg(map[string]any{"natsUrl": "nats.example.com:4222"}), ""},
+		{"natsUrl cluster", "listener", listenerCfg(map[string]any{"natsUrl": "tls://n1:4222, tls://n2:4222,nats://n3"}), ""},
+		{"natsUrl websocket", "listener", listenerCfg(map[string]any{"natsUrl": "wss://nats.example.com:443"}), ""},
+		{"natsUrl mixing websocket", "listener", listenerCfg(map[string]any{"natsUrl": "wss://a:443,nats://b:4222"}), "mix websocket"},
+		{"natsUrl bad port", "listener", listenerCfg(map[string]any{"natsUrl": "nats://a:70000"}), "a port is 1 to 65535"},
+		{"natsUrl empty", "listener", listenerCfg(map[string]any{"natsUrl": " , "}), "no NATS URL given"},
+		{"builder http natsUrl", "builder", builderCfg(map[string]any{"natsUrl": "https://nats.example.com"}),
+			"would be refused by the builder at start:\nNATS URL \"https://nats.example.com\" has scheme https://"},
+		{"local flakeUrl", "listener", listenerCfg(map[string]any{"flakeUrl": "/etc/nixos"}),
+			`flakeUrl = "/etc/nixos" would be refused by the listener at start:` + "\n" + `flake URL "/etc/nixos" has no scheme: use e.g. git+https://, git+ssh://, git+file:// or path:; for a local checkout write "git+file:///etc/nixos" (or "path:/etc/nixos")`},
+		{"flakeUrl with attribute", "listener", listenerCfg(map[string]any{"flakeUrl": "git+https://h/r.git#web1"}), "must not contain '#'"},
+		{"flakeUrl with space", "listener", listenerCfg(map[string]any{"flakeUrl": "git+https://h/r .git"}), "contains whitespace"},
+		{"flakeUrl git+file", "listener", listenerCfg(map[string]any{"flakeUrl": "git+file:///etc/nixos?dir=hosts"}), ""},
+		{"flakeUrl github", "listener", listenerCfg(map[string]any{"flakeUrl": "github:you/nixos-configs"}), ""},
 		{"builder seed in the store", "builder", builderCfg(map[string]any{"nkeyFile": "/nix/store/abc-seed"}), "outside the Nix store"},
 		{"builder firewall without port", "builder", builderCfg(map[string]any{"metrics": map[string]any{"enable": true, "openFirewall": true, "address": "[::1]"}}), "needs a port"},
 	}

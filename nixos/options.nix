@@ -117,7 +117,33 @@ let
       '';
     };
 
-  settingsFormat = pkgs.formats.yaml { };
+  # The builder's configuration file as tools/build.ParseConfig reads it:
+  # repos.<name>.{url,default_branch}, both required, nothing else. A typed
+  # submodule, so a misspelt key (defaultBranch) or a missing one fails
+  # evaluation instead of the unit's start.
+  builderRepoModule = {
+    options = {
+      url = mkOption {
+        type = types.str;
+        example = "git+https://git.example.com/org/nixos-servers.git";
+        description = "Flake URL of the repository (no `#`: the attribute is `#<host>`).";
+      };
+      default_branch = mkOption {
+        type = types.str;
+        example = "main";
+        description = "Branch built when a build request names none.";
+      };
+    };
+  };
+  builderSettingsModule = {
+    options.repos = mkOption {
+      type = types.attrsOf (types.submodule builderRepoModule);
+      description = ''
+        Repositories the builder builds, by name (`build.<name>.<host>`;
+        one NATS subject token).
+      '';
+    };
+  };
   l = defaults.listener;
   b = defaults.builder;
 in
@@ -189,32 +215,6 @@ in
       description = "Subject on which host discovery requests arrive.";
     };
 
-    fleet = {
-      heartbeat = mkOption {
-        type = types.ints.unsigned;
-        default = l.fleet.heartbeat;
-        description = ''
-          Seconds between two writes of this host's entry in the fleet
-          registry, a JetStream key-value bucket on the NATS server, when
-          nothing changed (`--fleet-heartbeat`); a deploy is written at once.
-          Readers (`list-hosts`, group deploys) call the host offline after
-          three. `0` writes no entry. Without JetStream on the server the
-          listener writes nothing and discovery is used instead.
-        '';
-      };
-      replicas = mkOption {
-        type = types.ints.unsigned;
-        default = l.fleet.replicas;
-        description = ''
-          Replicas of the fleet registry bucket if this listener is the one
-          that creates it (`--fleet-replicas`); `0` means three on a
-          JetStream cluster and one on a single server.
-        '';
-      };
-    };
-
-    trustedDeployers = trustedDeployersOption l.trustedDeployers "deployers";
-
     confirmTimeout = mkOption {
       type = types.ints.unsigned;
       default = l.confirmTimeout;
@@ -244,6 +244,32 @@ in
         (default 30 s) and is killed with its process group.
       '';
     };
+
+    fleet = {
+      heartbeat = mkOption {
+        type = types.ints.unsigned;
+        default = l.fleet.heartbeat;
+        description = ''
+          Seconds between two writes of this host's entry in the fleet
+          registry, a JetStream key-value bucket on the NATS server, when
+          nothing changed (`--fleet-heartbeat`); a deploy is written at once.
+          Readers (`list-hosts`, group deploys) call the host offline after
+          three. `0` writes no entry. Without JetStream on the server the
+          listener writes nothing and discovery is used instead.
+        '';
+      };
+      replicas = mkOption {
+        type = types.ints.unsigned;
+        default = l.fleet.replicas;
+        description = ''
+          Replicas of the fleet registry bucket if this listener is the one
+          that creates it (`--fleet-replicas`); `0` means three on a
+          JetStream cluster and one on a single server.
+        '';
+      };
+    };
+
+    trustedDeployers = trustedDeployersOption l.trustedDeployers "deployers";
 
     environment = environmentOption;
 
@@ -276,7 +302,7 @@ in
     };
 
     settings = mkOption {
-      type = settingsFormat.type;
+      type = types.nullOr (types.submodule builderSettingsModule);
       default = b.settings;
       example = {
         repos.nixos-servers = {
@@ -286,7 +312,9 @@ in
       };
       description = ''
         Builder configuration as Nix, rendered to YAML. An alternative to
-        `configFile`; exactly one of them must be set.
+        `configFile`; exactly one of them must be set. Each repository
+        needs `url` and `default_branch` (snake case, as in the YAML
+        file); other keys are refused.
       '';
     };
 

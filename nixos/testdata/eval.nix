@@ -2,9 +2,14 @@
 #   nix-instantiate --eval --strict --json testdata/eval.nix --argstr request '<json>'
 # where the JSON request is one of
 #   { "what": "options" }
-#   { "what": "listener" | "builder", "cfg": { ...overrides... }, "allowedUsers": [...] }
-# The last form evaluates the real module file with the option defaults from
-# options.nix, the overrides on top, and reports what systemd would get.
+#   { "what": "listener" | "builder", "cfg": { ...definitions... }, "system": { ... } }
+# The last form evaluates the real module file with cfg checked against the
+# option declarations of options.nix the way nixpkgs' module system checks
+# definitions (unknown options and wrong types refused, options without a
+# default required when used, submodules alike), and reports what systemd
+# would get. "system" sets the rest of the NixOS configuration the modules
+# read (see stub.config: allowedUsers, trustedUsers, users, groups,
+# nixEnvVars, proxyEnvVars); "allowedUsers" at the top is short for it.
 { request }:
 let
   req = builtins.fromJSON request;
@@ -52,26 +57,54 @@ let
 
   declarations = config: import ../options.nix { inherit lib pkgs config; };
 
-  # Option defaults as a nested attrset (required options left out).
-  defaultsOf =
-    set:
-    builtins.foldl' (
-      acc: name:
-      let
-        v = set.${name};
-      in
-      if isOption v then
-        (if v ? default then acc // { ${name} = v.default; } else acc)
-      else
-        acc // { ${name} = defaultsOf v; }
-    ) { } (builtins.attrNames set);
+  # Option paths as nixpkgs' showOption prints them: a name that is not an
+  # identifier is quoted.
+  showPath =
+    path: n: "${path}.${if builtins.match "[A-Za-z_][A-Za-z0-9_'-]*" n != null then n else builtins.toJSON n}";
+  definitionFile = "<the test's configuration>";
 
-  recursiveUpdate =
-    a: b:
-    a
-    // builtins.mapAttrs (
-      n: v: if builtins.isAttrs v && builtins.isAttrs (a.${n} or null) then recursiveUpdate a.${n} v else v
-    ) b;
+  # Merge one definition (or none) into a set of declarations, with the
+  # module system's errors (lib/modules.nix, lib/types.nix).
+  mergeDecls =
+    path: decls: defs:
+    let
+      unknown = builtins.filter (n: !(decls ? ${n})) (builtins.attrNames defs);
+      first = builtins.head unknown;
+    in
+    if unknown != [ ] then
+      throw "The option `${showPath path first}' does not exist. Definition values:\n- In `${definitionFile}': ${builtins.toJSON defs.${first}}"
+    else
+      builtins.mapAttrs (
+        n: d:
+        if isOption d then
+          mergeOption (showPath path n) d defs.${n} or null (defs ? ${n})
+        else
+          mergeDecls (showPath path n) d (defs.${n} or { })
+      ) decls;
+
+  mergeOption =
+    loc: opt: def: defined:
+    if defined then
+      checkValue loc opt.type def
+    else if opt ? default then
+      opt.default
+    else
+      throw "The option `${loc}' was accessed but has no value defined. Try setting the option.";
+
+  checkValue =
+    loc: type: v:
+    if !(type.check or (_: true)) v then
+      throw "A definition for option `${loc}' is not of type `${type.description}'. Definition values:\n- In `${definitionFile}': ${builtins.toJSON v}"
+    else if type.name == "submodule" then
+      mergeDecls loc type.options v
+    else if type.name == "nullOr" then
+      (if v == null then null else checkValue loc type.elem v)
+    else if type.name == "attrsOf" then
+      builtins.mapAttrs (n: checkValue (showPath loc n) type.elem) v
+    else if type.name == "listOf" then
+      map (checkValue "${loc}.*" type.elem) v
+    else
+      v;
 
   isOverride = v: builtins.isAttrs v && (v._type or "") == "override";
   # Merge attrset definitions the way the module system would for these
@@ -95,11 +128,9 @@ let
     service:
     let
       bareConfig = stub.config { };
-      cfg = recursiveUpdate (defaultsOf (declarations bareConfig).${service}) req.cfg;
-      config = stub.config {
-        services.${service} = cfg;
-        allowedUsers = req.allowedUsers or [ "*" ];
-      };
+      cfg = mergeDecls "services.homelab-deploy.${service}" (declarations bareConfig).${service} req.cfg;
+      system = (req.system or { }) // (if req ? allowedUsers then { inherit (req) allowedUsers; } else { });
+      config = stub.config (system // { services.${service} = cfg; });
       module = import (../. + "/${service}.nix") { inherit config lib pkgs; };
       enabled = module.config.condition;
       c = module.config.content;
@@ -124,6 +155,9 @@ let
       environment = resolve unit.environment;
       firewallPorts = c.networking.firewall.allowedTCPPorts;
       users = builtins.attrNames (c.users.users or { });
+      # What the builder writes to its YAML file (cfg.settings as the module
+      # system merged it).
+      settings = if service == "builder" then cfg.settings else null;
     };
 in
 if req.what == "options" then
