@@ -114,6 +114,8 @@ type DeployResponse struct {
 	DurationSeconds float64 `json:"duration_seconds,omitempty"`
 	// Output carries the lines of an output status (output.go).
 	Output
+	// Preview carries the diff of a preview's final status (diff.go).
+	Preview
 }
 
 // DiscoverRequest asks every listener on the discovery subject to describe
@@ -191,7 +193,7 @@ func DecodeDeployRequest(data []byte) (DeployRequest, error) {
 			return req, &DecodeError{ErrInvalidRequest, err.Error()}
 		}
 	}
-	if err := ValidateAction(string(req.Action)); err != nil {
+	if err := ValidateRequestAction(string(req.Action)); err != nil {
 		return req, &DecodeError{ErrInvalidAction, err.Error()}
 	}
 	if err := ValidateRevision(req.Revision); err != nil {
