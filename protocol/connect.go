@@ -274,12 +274,13 @@ func Connect(ctx context.Context, o ConnectOptions) (*Conn, error) {
 			c.notifyReconnect()
 		}),
 		nats.ConnectHandler(func(nc *nats.Conn) {
-			// Daemons say when they got through; one-shot commands stay quiet.
-			level := slog.LevelDebug
+			// Daemons say when they got through. A one-shot command's first
+			// connection is logged below, before Connect returns: this
+			// handler runs on the client's own goroutine, maybe after the
+			// command has already finished.
 			if o.Wait {
-				level = slog.LevelInfo
+				logger.Info("NATS connected", "server", nc.ConnectedUrlRedacted())
 			}
-			logger.Log(context.Background(), level, "NATS connected", "server", nc.ConnectedUrlRedacted())
 			c.setUp(true)
 		}),
 		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
@@ -311,6 +312,9 @@ func Connect(ctx context.Context, o ConnectOptions) (*Conn, error) {
 		return nil, fmt.Errorf("connect to NATS at %s: %w", strings.Join(urls, ","), err)
 	}
 	c.Conn = nc
+	if !o.Wait {
+		logger.Debug("NATS connected", "server", nc.ConnectedUrlRedacted())
+	}
 	if o.Wait && !nc.IsConnected() {
 		// RetryOnFailedConnect returned without a server. Say so now: the
 		// daemon goes on to log that it is ready, which is true only once
