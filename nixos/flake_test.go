@@ -1,8 +1,10 @@
 package nixos
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -48,6 +50,9 @@ type flakeEval struct {
 	NixosModules     []string `json:"nixosModules"`
 	DevShellPackages []string `json:"devShellPackages"`
 	Checks           []string `json:"checks"`
+	DarwinChecks     []string `json:"darwinChecks"`
+	Platforms        []string `json:"platforms"`
+	DarwinPackage    string   `json:"darwinPackage"`
 	VMTest           struct {
 		Name               string            `json:"name"`
 		Nodes              []string          `json:"nodes"`
@@ -77,9 +82,23 @@ func TestFlakeOutputs(t *testing.T) {
 	if !strings.HasPrefix(f.Inputs["nixpkgs"], "github:NixOS/nixpkgs/") {
 		t.Errorf("nixpkgs input = %q", f.Inputs["nixpkgs"])
 	}
+	// The CLI builds for macOS too; the NixOS module and its VM test stay
+	// Linux only.
+	allSystems := []string{"aarch64-darwin", "aarch64-linux", "x86_64-darwin", "x86_64-linux"}
 	for kind, systems := range f.Systems {
-		if !slices.Equal(systems, []string{"aarch64-linux", "x86_64-linux"}) {
-			t.Errorf("%s systems = %v, want aarch64-linux and x86_64-linux", kind, systems)
+		if !slices.Equal(systems, allSystems) {
+			t.Errorf("%s systems = %v, want %v", kind, systems, allSystems)
+		}
+	}
+	if f.DarwinPackage != "homelab-deploy" {
+		t.Errorf("packages.aarch64-darwin.default = %q, want the homelab-deploy CLI", f.DarwinPackage)
+	}
+	if !slices.Equal(f.DarwinChecks, []string{"package"}) {
+		t.Errorf("darwin checks = %v, want only package (the VM test needs Linux)", f.DarwinChecks)
+	}
+	for _, sys := range allSystems {
+		if !slices.Contains(f.Platforms, sys) {
+			t.Errorf("meta.platforms %v lacks %s", f.Platforms, sys)
 		}
 	}
 	p := f.Package
@@ -339,5 +358,62 @@ func TestSubjectMatch(t *testing.T) {
 		if got := subjectMatch(c.p, c.s); got != c.want {
 			t.Errorf("subjectMatch(%q, %q) = %v", c.p, c.s, got)
 		}
+	}
+}
+
+// TestFlakeLock: the nixpkgs the flake builds with is pinned. With a
+// flake.lock, nixpkgs is locked to a commit and its narHash; without one
+// (it cannot be written offline: the narHash needs the source), flake.nix
+// names a release branch, never nixos-unstable, and says how to lock it.
+func TestFlakeLock(t *testing.T) {
+	t.Parallel()
+	root := repoRoot(t)
+	f, err := evalFlake(t, "1.26.8", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	input := f.Inputs["nixpkgs"]
+	data, err := os.ReadFile(filepath.Join(root, "flake.lock"))
+	if os.IsNotExist(err) {
+		if !regexp.MustCompile(`^github:NixOS/nixpkgs/nixos-[0-9]{2}\.[0-9]{2}$`).MatchString(input) {
+			t.Errorf("no flake.lock and nixpkgs input %q: without a lock, pin a release branch (github:NixOS/nixpkgs/nixos-YY.MM)", input)
+		}
+		flake, err := os.ReadFile(filepath.Join(root, "flake.nix"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(flake), "nix flake lock") {
+			t.Error("flake.nix must say why there is no flake.lock and how to create one (nix flake lock)")
+		}
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lock struct {
+		Version int `json:"version"`
+		Nodes   map[string]struct {
+			Locked struct {
+				Type    string `json:"type"`
+				Owner   string `json:"owner"`
+				Repo    string `json:"repo"`
+				Rev     string `json:"rev"`
+				NarHash string `json:"narHash"`
+			} `json:"locked"`
+			Original map[string]any `json:"original"`
+		} `json:"nodes"`
+	}
+	if err := json.Unmarshal(data, &lock); err != nil {
+		t.Fatalf("flake.lock: %v", err)
+	}
+	n, ok := lock.Nodes["nixpkgs"]
+	if !ok {
+		t.Fatal("flake.lock has no nixpkgs node: run nix flake lock")
+	}
+	if !regexp.MustCompile(`^[0-9a-f]{40}$`).MatchString(n.Locked.Rev) || !strings.HasPrefix(n.Locked.NarHash, "sha256-") {
+		t.Errorf("flake.lock nixpkgs rev=%q narHash=%q, want a commit and its sha256 narHash", n.Locked.Rev, n.Locked.NarHash)
+	}
+	if ref, _ := n.Original["ref"].(string); input != "github:NixOS/nixpkgs/"+ref {
+		t.Errorf("flake.lock was made for nixpkgs %v, but flake.nix asks for %q: run nix flake lock", n.Original, input)
 	}
 }

@@ -10,10 +10,15 @@
 }:
 let
   stub = import ./stub.nix;
-  systems = [
+  linux = [
     "x86_64-linux"
     "aarch64-linux"
   ];
+  darwin = [
+    "x86_64-darwin"
+    "aarch64-darwin"
+  ];
+  systems = linux ++ darwin;
 
   lib = stub.lib // {
     genAttrs =
@@ -32,10 +37,13 @@ let
       in
       if hits == [ ] then default else builtins.head hits;
     versionAtLeast = a: b: builtins.compareVersions a b >= 0;
+    elem = builtins.elem;
+    optionalAttrs = cond: as: if cond then as else { };
     cleanSource = p: p;
     getExe = p: "${p.outPath}/bin/${p.meta.mainProgram}";
     licenses.mit = "mit";
-    platforms.linux = systems;
+    platforms.linux = linux;
+    platforms.darwin = darwin;
   };
 
   tool = name: { inherit name; };
@@ -137,6 +145,9 @@ in
   nixosModules = builtins.attrNames self.nixosModules;
   devShellPackages = self.devShells.x86_64-linux.default.packages;
   checks = builtins.attrNames self.checks.x86_64-linux;
+  darwinChecks = builtins.attrNames self.checks.aarch64-darwin;
+  platforms = pkg.meta.platforms;
+  darwinPackage = self.packages.aarch64-darwin.default.pname;
   vmTest = {
     inherit (vmTest) name;
     nodes = builtins.attrNames vmTest.nodes;
