@@ -199,6 +199,10 @@ func TestHostileCLIArguments(t *testing.T) {
 		cliCase{"deployer", []string{"deploy", "deploy.test.testhost1", "--action", "reboot"}, "action"},
 		cliCase{"deployer", []string{"deploy", "deploy.test.testhost1", "--action=switch --option x y"}, "action"},
 		cliCase{"deployer", []string{"deploy", "deploy.test.testhost1", "--action="}, "action"},
+		// A pull request's ref is not a branch: anyone who opens one
+		// creates it.
+		cliCase{"deployer", []string{"deploy", "deploy.test.testhost1", "--branch", "refs/pull/1/head"}, "revision"},
+		cliCase{"build-client", []string{"build", "fleet", "h1", "--branch", "refs/pull/1/head"}, "revision"},
 		cliCase{"deployer", []string{"deploy", "../etc/passwd"}, "subject"},
 		cliCase{"build-client", []string{"build", "fleet", "all"}, "--all"},
 		cliCase{"build-client", []string{"build", "fleet", "role"}, "reserved"},

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -83,9 +84,24 @@ const maxAPIResponse = 256 << 10
 type replies struct {
 	conn    *protocol.Conn
 	subject string
-	sub     *nats.Subscription
-	msgs    chan *nats.Msg
-	stop    chan struct{}
+	// base, when set, makes each request's reply subject its own
+	// (base.<n>): an answer that comes after its request gave up is then
+	// never taken for the next request's.
+	base string
+	n    int
+	sub  *nats.Subscription
+	msgs chan *nats.Msg
+	stop chan struct{}
+}
+
+// listenEach subscribes to base.* and gives each request the reply
+// subject base.<n>: for a long-lived writer.
+func listenEach(conn *protocol.Conn, base string, buffer int) (*replies, error) {
+	r, err := listen(conn, base+".*", buffer)
+	if r != nil {
+		r.base = base
+	}
+	return r, err
 }
 
 // listen subscribes to subject and confirms the subscription with the
@@ -129,7 +145,12 @@ func (r *replies) close() {
 func (r *replies) request(ctx context.Context, subject string, header nats.Header, body []byte, timeout time.Duration, onOther func(*nats.Msg)) ([]byte, error) {
 	refused, unwatch := r.conn.WatchPermission(subject)
 	defer unwatch()
-	if err := r.conn.PublishMsg(&nats.Msg{Subject: subject, Reply: r.subject, Header: header, Data: body}); err != nil {
+	reply := r.subject
+	if r.base != "" {
+		r.n++
+		reply = fmt.Sprintf("%s.%d", r.base, r.n)
+	}
+	if err := r.conn.PublishMsg(&nats.Msg{Subject: subject, Reply: reply, Header: header, Data: body}); err != nil {
 		return nil, fmt.Errorf("publish to %s: %w", subject, err)
 	}
 	t := time.NewTimer(timeout)
@@ -143,7 +164,10 @@ func (r *replies) request(ctx context.Context, subject string, header nats.Heade
 		case <-t.C:
 			return nil, fmt.Errorf("%w: nothing on %s within %s", ErrNoAnswer, subject, timeout)
 		case m := <-r.msgs:
-			if m.Subject != r.subject {
+			if r.base != "" && m.Subject != reply && strings.HasPrefix(m.Subject, r.base+".") {
+				continue // the late answer of an earlier request
+			}
+			if m.Subject != reply {
 				if onOther != nil {
 					onOther(m)
 				}

@@ -207,13 +207,17 @@ func (w *Writer) write(ctx context.Context, stopped bool) error {
 		return err
 	}
 	err = w.put(ctx, data)
-	w.report(err)
+	if ctx.Err() == nil {
+		// A write cut short by the listener stopping is not news: Stop
+		// writes the entry once more.
+		w.report(err)
+	}
 	return err
 }
 
 func (w *Writer) put(ctx context.Context, data []byte) error {
 	if w.r == nil {
-		r, err := listen(w.cfg.Conn, protocol.FleetHostReplyPrefix(w.cfg.Hostname)+protocol.NewID(), 16)
+		r, err := listenEach(w.cfg.Conn, protocol.FleetHostReplyPrefix(w.cfg.Hostname)+protocol.NewID(), 16)
 		if err != nil {
 			w.off = err
 			return err
