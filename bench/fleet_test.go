@@ -237,11 +237,13 @@ func (f *fleet) startRaw(b *testing.B, conns []*protocol.Conn) {
 		}
 		// The replay responder answers deploys to the prod tier (the real
 		// listeners are test) with our own statuses, re-addressed to its
-		// host and the request's id: the request half then gets exactly
-		// the bytes real listeners send, at the cost of a raw responder.
+		// host, tier and the request's id, on the host's own reply subject:
+		// the request half then gets exactly the bytes real listeners
+		// send, at the cost of a raw responder.
 		var replay [3][2][]byte
 		for k, msg := range f.replay {
 			msg = bytes.Replace(msg, []byte(`"hostname":"`+hostname(0)+`"`), []byte(`"hostname":"`+hostname(i)+`"`), 1)
+			msg = bytes.Replace(msg, []byte(`"tier":"test"`), []byte(`"tier":"prod"`), 1)
 			before, after, ok := bytes.Cut(msg, []byte(f.replayID))
 			if !ok {
 				b.Fatalf("the calibration status %s does not carry its request id %s", msg, f.replayID)
@@ -253,7 +255,7 @@ func (f *fleet) startRaw(b *testing.B, conns []*protocol.Conn) {
 			for _, r := range replay {
 				out := make([]byte, 0, len(r[0])+len(id)+len(r[1]))
 				out = append(append(append(out, r[0]...), id...), r[1]...)
-				_ = nc.Publish(m.Reply, out)
+				_ = nc.Publish(protocol.BoundReply(m.Reply, hostname(i)), out)
 			}
 		}
 		subs = append(subs, struct {
