@@ -296,3 +296,25 @@ func TestAuditOfOtherOutcomes(t *testing.T) {
 		t.Errorf("nixos-rebuild ran: %q", r.calls())
 	}
 }
+
+// A request over the size cap is dropped unparsed, signed or not, and is
+// audited as dropped; nothing runs.
+func TestOversizedRequestIsDropped(t *testing.T) {
+	t.Parallel()
+	kp, pub := newKey(t)
+	r := newSignRig(t, protocol.TrustedKeys{pub: {}})
+	body := []byte(`{"id":"big","action":"switch","revision":"main","reply_to":"deploy.responses.big","x":"` + strings.Repeat("a", protocol.MaxMessageSize) + `"}`)
+	r.srv.HandleMsg(signedSubject, sign(t, kp, signedSubject, body, time.Now()), body)
+	a := r.audits(t)
+	if len(a) != 1 || a[0]["status"] != "dropped" || a[0]["error_code"] != "invalid_request" {
+		t.Fatalf("audit lines %v, want one dropped/invalid_request", a)
+	}
+	select {
+	case resp := <-r.replies:
+		t.Fatalf("an oversized request was answered: %+v", resp)
+	default:
+	}
+	if len(r.calls()) != 0 {
+		t.Fatalf("nixos-rebuild ran: %q", r.calls())
+	}
+}
