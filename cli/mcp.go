@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/peterbourgon/ff/v4"
@@ -15,6 +17,7 @@ import (
 	mcpserver "github.com/homelab-deploy/homelab-deploy/mcp"
 	"github.com/homelab-deploy/homelab-deploy/protocol"
 	"github.com/homelab-deploy/homelab-deploy/tools"
+	"github.com/homelab-deploy/homelab-deploy/tools/deploy"
 )
 
 // mcpCmd is `homelab-deploy mcp`. The HTTP bind and token policy is the mcp
@@ -28,8 +31,13 @@ type mcpCmd struct {
 	seeds     map[string]*string
 	HTTPAddr  string
 	TokenFile string
-	Flags     *ff.FlagSet
-	Command   *ff.Command
+	// Settings of the deploy tools: defaults for the fields an assistant
+	// leaves out, published as the schema's defaults.
+	Branch       string
+	Timeout      time.Duration
+	AcceptWindow time.Duration
+	Flags        *ff.FlagSet
+	Command      *ff.Command
 }
 
 func newMCP(r *Root) *mcpCmd {
@@ -39,13 +47,18 @@ func newMCP(r *Root) *mcpCmd {
 	c.registerGates()
 	c.Flags.StringVar(&c.HTTPAddr, 0, "http-addr", "", "serve streamable HTTP at /mcp and SSE at /sse on this address instead of stdio; a bare port or ':PORT' binds to 127.0.0.1 (env HOMELAB_DEPLOY_HTTP_ADDR)")
 	c.Flags.StringVar(&c.TokenFile, 0, "http-token-file", "", "file (mode 0600) holding the bearer token every HTTP request must carry; required with --http-addr, loopback included (env HOMELAB_DEPLOY_HTTP_TOKEN_FILE)")
+	c.Flags.StringVar(&c.Branch, 0, "default-branch", deploy.DefaultBranch, "git branch, tag or commit that deploy and deploy_admin use when the assistant names none; shown as the schema's default (env HOMELAB_DEPLOY_BRANCH)")
+	durationVar(c.Flags, &c.Timeout, "deploy-timeout", deploy.DefaultTimeout, "how long deploy and deploy_admin wait for every host's final status unless the assistant asks otherwise, in seconds or as a duration (env HOMELAB_DEPLOY_TIMEOUT)")
+	durationVar(c.Flags, &c.AcceptWindow, "accept-window", deploy.DefaultAcceptWindow, "for a group deploy, how long to wait for further hosts after the last new one, in seconds or as a duration (env HOMELAB_DEPLOY_ACCEPT_WINDOW)")
 	c.Command = &ff.Command{
 		Name:      "mcp",
 		Usage:     "homelab-deploy mcp [FLAGS]",
 		ShortHelp: "serve the deployment tools to AI assistants over MCP (stdio or HTTP)",
-		LongHelp: "Runs an MCP (Model Context Protocol) server with the tools deploy (test tier only) and\n" +
-			"list_hosts; deploy_admin (any tier, admin credential) with --enable-admin; build with\n" +
-			"--enable-builds. The same tools are offered on every transport.\n\n" +
+		LongHelp: "Runs an MCP (Model Context Protocol) server with the tools deploy (test tier only),\n" +
+			"list_hosts and status; deploy_admin (any tier, admin credential) with --enable-admin;\n" +
+			"build with --enable-builds. The same tools are offered on every transport. Deploys and\n" +
+			"builds called with \"wait\": false return their id at once; status reads their result\n" +
+			"(kept for an hour).\n\n" +
 			"By default it speaks MCP on stdin and stdout (logs go to stderr), for an assistant that\n" +
 			"starts it as a subprocess. With --http-addr it serves streamable HTTP at /mcp and SSE at\n" +
 			"/sse, and needs --http-token-file even on loopback: every request must carry\n" +
@@ -85,6 +98,9 @@ func (c *mcpCmd) env() map[string]string {
 	vars := merge(c.conn.env(), map[string]string{
 		"http-addr":       "HOMELAB_DEPLOY_HTTP_ADDR",
 		"http-token-file": "HOMELAB_DEPLOY_HTTP_TOKEN_FILE",
+		"default-branch":  "HOMELAB_DEPLOY_BRANCH",
+		"deploy-timeout":  "HOMELAB_DEPLOY_TIMEOUT",
+		"accept-window":   "HOMELAB_DEPLOY_ACCEPT_WINDOW",
 	})
 	for g := range c.enable {
 		vars["enable-"+g] = gateEnv(g)
@@ -160,6 +176,10 @@ func (c *mcpCmd) exec(ctx context.Context, args []string) error {
 		return err
 	}
 	log := r.Logger()
+	defaults, err := c.defaults()
+	if err != nil {
+		return err
+	}
 	gates := c.gates()
 	if err := c.checkSeeds(gates); err != nil {
 		return err
@@ -208,20 +228,45 @@ func (c *mcpCmd) exec(ctx context.Context, args []string) error {
 		return err
 	}
 
-	srv := mcpserver.New(r.Tools, gates, tools.Deps{Logger: log, Conns: conns}, r.Env.Version)
+	calls := tools.NewCalls(0, 0)
+	defer calls.Close()
+	srv := mcpserver.New(r.Tools, gates, tools.Deps{Logger: log, Conns: conns, Defaults: defaults, Calls: calls}, r.Env.Version)
 	var names []string
 	for _, t := range r.Tools.Enabled(gates) {
 		names = append(names, t.Name)
 	}
 	if ln == nil {
 		log.Info("MCP server ready on stdio", "tools", names)
-		err := srv.Run(ctx, &mcp.IOTransport{Reader: io.NopCloser(r.Stdin), Writer: nopWriteCloser{r.Stdout}})
+		err := srv.Run(ctx, mcpserver.StdioTransport(r.Stdin, r.Stdout))
 		if err != nil && ctx.Err() == nil && !errors.Is(err, io.EOF) && !errors.Is(err, mcp.ErrConnectionClosed) {
 			return fmt.Errorf("mcp: %w", err)
 		}
 		return nil
 	}
 	return mcpserver.ServeHTTP(ctx, ln, srv, token, log.With("tools", names))
+}
+
+// defaults turns the deploy settings into tool input defaults, checked the
+// way the tools check the same fields, so that a bad setting stops the
+// server at start instead of failing every call.
+func (c *mcpCmd) defaults() (map[string]any, error) {
+	if err := protocol.ValidateRevision(c.Branch); err != nil {
+		return nil, usagef("--default-branch: %v", err)
+	}
+	timeout := int(math.Ceil(c.Timeout.Seconds()))
+	if timeout < 1 || timeout > deploy.MaxTimeoutSeconds {
+		return nil, usagef("--deploy-timeout must be between 1s and %ds, got %s", deploy.MaxTimeoutSeconds, c.Timeout)
+	}
+	if c.AcceptWindow.Seconds() > deploy.MaxAcceptWindowSeconds {
+		return nil, usagef("--accept-window must be at most %ds, got %s", deploy.MaxAcceptWindowSeconds, c.AcceptWindow)
+	}
+	d := map[string]any{}
+	for _, tool := range []string{"deploy", "deploy_admin"} {
+		d[tool+".branch"] = c.Branch
+		d[tool+".timeout_seconds"] = timeout
+		d[tool+".accept_window_seconds"] = c.AcceptWindow.Seconds()
+	}
+	return d, nil
 }
 
 // checkExtraSeed checks a second credential's seed file, saying which flag
@@ -246,7 +291,3 @@ func (c *mcpCmd) dial(ctx context.Context, seed, name string) (*protocol.Conn, e
 		URLs: c.conn.URL, NKeyFile: seed, CAFile: c.conn.CAFile, Name: name, Logger: c.root.Logger(),
 	})
 }
-
-type nopWriteCloser struct{ io.Writer }
-
-func (nopWriteCloser) Close() error { return nil }

@@ -129,7 +129,7 @@ func TestMCPStdioFollowsGates(t *testing.T) {
 	vars := map[string]string{"HOMELAB_DEPLOY_NATS_URL": n.URL, "HOMELAB_DEPLOY_NKEY_FILE": n.Cred("mcp").SeedFile}
 
 	in, out, _ := runMCP(t, vars)
-	if got := listTools(t, &mcp.IOTransport{Reader: out, Writer: in}); !slices.Equal(got, []string{"deploy", "list_hosts"}) {
+	if got := listTools(t, &mcp.IOTransport{Reader: out, Writer: in}); !slices.Equal(got, []string{"deploy", "list_hosts", "status"}) {
 		t.Errorf("default tools %v", got)
 	}
 
@@ -138,7 +138,7 @@ func TestMCPStdioFollowsGates(t *testing.T) {
 		admin[k] = v
 	}
 	in, out, stderr := runMCP(t, admin)
-	if got := listTools(t, &mcp.IOTransport{Reader: out, Writer: in}); !slices.Equal(got, []string{"build", "deploy", "deploy_admin", "list_hosts"}) {
+	if got := listTools(t, &mcp.IOTransport{Reader: out, Writer: in}); !slices.Equal(got, []string{"build", "deploy", "deploy_admin", "list_hosts", "status"}) {
 		t.Errorf("tools with admin and builds %v", got)
 	}
 	if !strings.Contains(stderr.String(), "MCP server ready on stdio") {
@@ -174,7 +174,7 @@ func TestMCPHTTPNeedsTheToken(t *testing.T) {
 	}
 	client := &http.Client{Transport: tokenTransport(token)}
 	got := listTools(t, &mcp.StreamableClientTransport{Endpoint: fmt.Sprintf("http://%s/mcp", addr), HTTPClient: client})
-	if !slices.Equal(got, []string{"deploy", "list_hosts"}) {
+	if !slices.Equal(got, []string{"deploy", "list_hosts", "status"}) {
 		t.Errorf("tools over HTTP %v", got)
 	}
 }

@@ -146,8 +146,8 @@ func TestE2EMCPSameToolsOnEveryTransport(t *testing.T) {
 		env  []string
 		want []string
 	}{
-		{"default", f.cliEnv("deployer"), []string{"deploy", "list_hosts"}},
-		{"admin", adminEnv, []string{"deploy", "deploy_admin", "list_hosts"}},
+		{"default", f.cliEnv("deployer"), []string{"deploy", "list_hosts", "status"}},
+		{"admin", adminEnv, []string{"deploy", "deploy_admin", "list_hosts", "status"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			stdio := mcpClient(t, mcpCommand(tc.env), nil)
@@ -258,7 +258,7 @@ func TestE2EMCPHTTPToken(t *testing.T) {
 	}
 	for kind, tr := range httpTransports(base, token) {
 		cs := mcpClient(t, tr, nil)
-		if got := mcpTools(t, cs); !slices.Equal(got, []string{"deploy", "list_hosts"}) {
+		if got := mcpTools(t, cs); !slices.Equal(got, []string{"deploy", "list_hosts", "status"}) {
 			t.Errorf("%s tools %v", kind, got)
 		}
 		checkListHosts(t, kind, cs)

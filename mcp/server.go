@@ -13,10 +13,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"runtime/debug"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/google/jsonschema-go/jsonschema"
@@ -29,15 +27,22 @@ import (
 const Name = "homelab-deploy"
 
 const instructions = "homelab-deploy deploys NixOS configurations to a fleet of hosts over NATS. " +
-	"Discover the hosts before targeting them, and read each tool's description: it says what the tool may change, " +
-	"what it can never do, and how long it can take. Deploys and builds report progress per host when you send a progress token. " +
-	"A result with isError means the operation did not fully succeed; its text says what happened and what to try next."
+	"Discover the hosts before targeting them (list_hosts), and read each tool's description: it says what the tool may change, " +
+	"what it can never do, and how long it can take. A deploy or build takes minutes: call it with \"wait\": false, which returns the request id " +
+	"at once, then poll the status tool with that id until done is true. A call that waits sends a progress notification at least every few seconds " +
+	"when you send a progress token. A result with isError means the operation did not fully succeed; its text says what happened and what to call next."
 
 // New returns an MCP server exposing the tools that gates switch on. deps is
-// handed to every tool call; version is reported to clients.
+// handed to every tool call; version is reported to clients. Without a
+// store of calls in deps, it makes one (kept for tools.DefaultKeepCalls),
+// so that `"wait": false` and the status tool work on every transport.
+// deps.Defaults become the defaults the input schemas publish.
 func New(reg *tools.Registry, gates tools.Gates, deps tools.Deps, version string) *mcp.Server {
 	if deps.Logger == nil {
 		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	if deps.Calls == nil {
+		deps.Calls = tools.NewCalls(0, 0)
 	}
 	s := mcp.NewServer(&mcp.Implementation{Name: Name, Title: "homelab-deploy", Version: version}, &mcp.ServerOptions{
 		Instructions: instructions,
@@ -47,9 +52,31 @@ func New(reg *tools.Registry, gates tools.Gates, deps tools.Deps, version string
 		Capabilities: &mcp.ServerCapabilities{Tools: &mcp.ToolCapabilities{}},
 	})
 	for _, t := range reg.Enabled(gates) {
+		t.InputSchema = withDefaults(t, deps.Defaults)
 		s.AddTool(Describe(t), handler(t, deps))
 	}
 	return s
+}
+
+// withDefaults returns t's input schema with the adapter's defaults as the
+// published defaults, so that an assistant sees what leaving a field out
+// means on this server (--default-branch, --deploy-timeout).
+func withDefaults(t tools.Tool, defaults map[string]any) *jsonschema.Schema {
+	in := t.InputSchema
+	cloned := false
+	for name, prop := range t.InputSchema.Properties {
+		v, ok := t.Default(defaults, name)
+		if !ok {
+			continue
+		}
+		if !cloned {
+			in, cloned = in.CloneSchemas(), true
+		}
+		p := *prop
+		p.Default = tools.Marshal(v)
+		in.Properties[name] = &p
+	}
+	return in
 }
 
 // Describe returns the MCP description of t: name, title, description,
@@ -99,21 +126,23 @@ func handler(t tools.Tool, deps tools.Deps) mcp.ToolHandler {
 		if err := validate(input, raw); err != nil {
 			return invalidResult(t.Name, err), nil
 		}
-		progress := notifier(ctx, req)
+		n := newNotifier(ctx, req, t.Name)
+		defer n.Close()
 		start := time.Now()
-		out, callErr := t.Call(ctx, deps, raw, progress)
+		out, callErr := t.Call(ctx, deps, raw, n.Progress())
 		var inputErr *tools.InputError
 		switch {
 		case errors.As(callErr, &inputErr):
 			return invalidResult(t.Name, inputErr), nil
 		case ctx.Err() != nil:
 			// The client cancelled the call (or went away): nobody waits
-			// for a result any more.
+			// for a result any more. On stdio the response is dropped
+			// (StdioTransport).
 			deps.Logger.Info("tool call cancelled", "tool", t.Name, "after", time.Since(start).Round(time.Millisecond))
 			return nil, ctx.Err()
 		case callErr != nil:
 			deps.Logger.Warn("tool call failed", "tool", t.Name, "err", callErr)
-			return errorResult(fmt.Sprintf("%s did not complete: %v. Check that the NATS server is reachable and that this server's credential is allowed to do this; then try again.", t.Name, callErr)), nil
+			return errorResult(fmt.Sprintf("%s did not complete: %v. Nothing is known to have run. The NATS server may be unreachable from this MCP server, or its credential not allowed to do this: call list_hosts to check that hosts answer, then call %s again; if it fails the same way, tell the user, who can check the server's log.", t.Name, tools.Quote(callErr.Error()), t.Name)), nil
 		case out == nil:
 			return nil, fmt.Errorf("internal error: tool %s returned no result", t.Name)
 		}
@@ -131,11 +160,17 @@ func validate(schema *jsonschema.Resolved, raw json.RawMessage) error {
 	var v any = map[string]any{}
 	if len(raw) > 0 && string(raw) != "null" {
 		if err := json.Unmarshal(raw, &v); err != nil {
-			return fmt.Errorf("arguments are not valid JSON: %v", err)
+			return fmt.Errorf("arguments are not valid JSON: %s", tools.Quote(err.Error()))
 		}
 	}
 	if err := schema.Validate(v); err != nil {
-		return errors.New(tools.Quote(tidySchemaError(err.Error())))
+		msg := err.Error()
+		// A rule written as a root "not" (tools.ExactlyOne) fails as "not:
+		// validated against <anonymous schema>": say the rule instead.
+		if root := schema.Schema(); root.Not != nil && root.Not.Description != "" && strings.HasPrefix(msg, "validating root: not:") {
+			msg = root.Not.Description
+		}
+		return errors.New(tools.Quote(tidySchemaError(msg)))
 	}
 	return nil
 }
@@ -145,6 +180,8 @@ func validate(schema *jsonschema.Resolved, raw json.RawMessage) error {
 // "hostname: pattern: ...".
 func tidySchemaError(msg string) string {
 	msg = strings.ReplaceAll(msg, "validating root: ", "")
+	// The validator names a JSON null this way.
+	msg = strings.ReplaceAll(msg, "<invalid reflect.Value>", "null")
 	for {
 		i := strings.Index(msg, "validating /properties/")
 		if i < 0 {
@@ -165,84 +202,4 @@ func invalidResult(tool string, err error) *mcp.CallToolResult {
 
 func errorResult(text string) *mcp.CallToolResult {
 	return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: text}}, IsError: true}
-}
-
-// notifier returns a tools.Progress that sends one MCP progress notification
-// per event, or nil when the client sent no progress token.
-//
-// progress counts finished hosts and total the hosts known so far. The MCP
-// specification requires progress to increase with every notification, so
-// an event that finishes no host (accepted, started) moves progress halfway
-// towards the next whole number: the integer part is always the number of
-// finished hosts.
-func notifier(ctx context.Context, req *mcp.CallToolRequest) tools.Progress {
-	token := req.Params.GetProgressToken()
-	if token == nil || req.Session == nil {
-		return nil
-	}
-	var mu sync.Mutex
-	last := -1.0
-	return func(e tools.Event) {
-		mu.Lock()
-		defer mu.Unlock()
-		p := math.Max(float64(e.Done), math.Floor(last))
-		if p <= last {
-			p = last + (math.Floor(last)+1-last)/2
-		}
-		last = p
-		total := float64(e.Total)
-		if total > 0 && total < math.Ceil(p) {
-			total = math.Ceil(p)
-		}
-		// A failed notification (client gone) must not stop the tool; the
-		// call's context ends it if the client cancelled.
-		_ = req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{
-			ProgressToken: token,
-			Progress:      p,
-			Total:         total,
-			Message:       EventMessage(e),
-		})
-	}
-}
-
-// EventMessage renders an event as one line, for example
-// "testhost1: completed (switch, 41 s): nixos-rebuild switch of master completed in 41.0s".
-func EventMessage(e tools.Event) string {
-	var b strings.Builder
-	if e.Host != "" {
-		b.WriteString(e.Host)
-		b.WriteString(": ")
-	}
-	b.WriteString(string(e.Status))
-	var detail []string
-	if e.Action != "" {
-		detail = append(detail, e.Action)
-	}
-	if e.Error != "" {
-		detail = append(detail, string(e.Error))
-	}
-	if e.Duration > 0 {
-		detail = append(detail, seconds(e.Duration))
-	}
-	if len(detail) > 0 {
-		fmt.Fprintf(&b, " (%s)", strings.Join(detail, ", "))
-	}
-	msg := e.Message
-	if i := strings.IndexByte(msg, '\n'); i >= 0 {
-		msg = msg[:i]
-	}
-	if msg = strings.TrimSpace(msg); msg != "" {
-		if b.Len() > 0 {
-			b.WriteString(": ")
-		}
-		b.WriteString(msg)
-	}
-	return b.String()
-}
-
-func seconds(d time.Duration) string {
-	if d < 10*time.Second {
-		return fmt.Sprintf("%.1f s", d.Seconds())
-	}
-	return fmt.Sprintf("%.0f s", d.Seconds())
 }

@@ -435,11 +435,17 @@ func TestDeployNeverReachesProd(t *testing.T) {
 	if !strings.Contains(text(res), "no host answered on deploy.test.prodhost1") {
 		t.Errorf("unanswered deploy does not say why: %s", text(res))
 	}
+	// Discovery found prodhost1 in prod: the result says which tool
+	// reaches it.
+	if !strings.Contains(text(res), "prodhost1 is a host of the prod tier") || !strings.Contains(text(res), "deploy_admin") {
+		t.Errorf("a deploy to a prod host does not point at deploy_admin: %s", text(res))
+	}
 	if got := s.seen(t); len(got) != 0 {
 		t.Errorf("deploy.prod.> received %v", got)
 	}
 	for _, subj := range all.seen(t) {
-		if strings.HasPrefix(subj, "deploy.") && !strings.HasPrefix(subj, "deploy.test.") && !strings.HasPrefix(subj, "deploy.responses.") {
+		// deploy.discover: the lookup of a host nobody answered for.
+		if strings.HasPrefix(subj, "deploy.") && !strings.HasPrefix(subj, "deploy.test.") && !strings.HasPrefix(subj, "deploy.responses.") && subj != protocol.DefaultDiscoverSubject {
 			t.Errorf("unexpected subject %s", subj)
 		}
 	}

@@ -164,6 +164,9 @@ func (r *DiscoverResponse) clean() {
 			if l.Caller != "" && checkUserKey(l.Caller) != nil {
 				l.Caller = ""
 			}
+			if l.ID != "" && ValidateRequestID(l.ID) != nil {
+				l.ID = ""
+			}
 		}
 	}
 }

@@ -144,6 +144,9 @@ type DiscoverResponse struct {
 
 // LastDeploy summarises a listener's most recent finished deploy.
 type LastDeploy struct {
+	// ID is the request's id (extension), when it had one: a deployer
+	// that lost track of a deploy finds its outcome by it.
+	ID              string    `json:"id,omitempty" jsonschema:"the request id of the deploy, when it had one"`
 	Action          Action    `json:"action" jsonschema:"the nixos-rebuild action"`
 	Revision        string    `json:"revision" jsonschema:"the branch, tag or commit deployed"`
 	Status          Status    `json:"status" jsonschema:"completed or failed"`

@@ -105,8 +105,12 @@ type Deps struct {
 	// Defaults are the adapter's defaults for input fields, by JSON name
 	// (an MCP server's --default-branch, a test's short accept window).
 	// They apply to every tool whose input has the field, hidden or not,
-	// when the caller left it out.
+	// when the caller left it out; a key "<tool>.<field>" applies to that
+	// tool only and comes first (Tool.Default).
 	Defaults map[string]any
+	// Calls, if set, keeps the long calls this adapter started, for
+	// `"wait": false` and the status tool (calls.go).
+	Calls *Calls
 }
 
 // Env is what a tool's handler receives: the connection of the tool's
@@ -114,12 +118,16 @@ type Deps struct {
 type Env struct {
 	Conn   *protocol.Conn
 	Logger *slog.Logger
+	// Tool is the name the tool was called by; Calls is the adapter's
+	// store of long calls, nil when it keeps none.
+	Tool  string
+	Calls *Calls
 }
 
 // env resolves t's credential in d. A missing connection is left nil: the
 // tool says what it could not do without it.
 func (d Deps) env(t *Tool) Env {
-	e := Env{Logger: d.Logger}
+	e := Env{Logger: d.Logger, Tool: t.Name, Calls: d.Calls}
 	if e.Logger == nil {
 		e.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -280,11 +288,21 @@ func (t *Tool) Call(ctx context.Context, deps Deps, raw json.RawMessage, progres
 	return t.run(ctx, deps.env(t), req, progress)
 }
 
+// Default returns the adapter's default for t's input field: the one
+// for "<tool>.<field>", else the one for "<field>".
+func (t *Tool) Default(defaults map[string]any, field string) (any, bool) {
+	if v, ok := defaults[t.Name+"."+field]; ok {
+		return v, true
+	}
+	v, ok := defaults[field]
+	return v, ok
+}
+
 // withDefaults adds the adapter's defaults for the fields raw leaves out.
 func (t *Tool) withDefaults(raw json.RawMessage, defaults map[string]any) (json.RawMessage, error) {
 	var add []string
 	for _, f := range t.fields {
-		if _, ok := defaults[f]; ok {
+		if _, ok := t.Default(defaults, f); ok {
 			add = append(add, f)
 		}
 	}
@@ -299,7 +317,8 @@ func (t *Tool) withDefaults(raw json.RawMessage, defaults map[string]any) (json.
 	}
 	for _, f := range add {
 		if _, ok := obj[f]; !ok {
-			obj[f] = Marshal(defaults[f])
+			v, _ := t.Default(defaults, f)
+			obj[f] = Marshal(v)
 		}
 	}
 	return json.Marshal(obj)

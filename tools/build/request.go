@@ -23,6 +23,9 @@ type Options struct {
 	// Timeout caps the wait for the builder's final status (default 3600 s).
 	Timeout time.Duration
 	Logger  *slog.Logger
+	// ID, if set, is the request id to send (a caller that keeps track of
+	// the call under it); otherwise a fresh one is drawn.
+	ID string
 }
 
 func (o Options) withDefaults() Options {
@@ -48,47 +51,93 @@ type Request struct {
 // plus what the requester knows. Its JSON shape is what `build --json`
 // prints and what the MCP tool returns; keep it stable.
 type Result struct {
-	ID     string `json:"id" jsonschema:"request id, echoed by the builder"`
+	ID     string `json:"id" jsonschema:"request id, echoed by the builder; give it to the status tool to read this build's result later"`
 	Repo   string `json:"repo" jsonschema:"the repository built"`
 	Target string `json:"target" jsonschema:"the host built, or all"`
 	Branch string `json:"branch,omitempty" jsonschema:"git branch, tag or commit built (the repo default when none was asked for)"`
 	// Status is the builder's final status: completed, failed or rejected;
 	// failed also when no builder answered or no final status came in time.
-	Status    protocol.Status    `json:"status" jsonschema:"completed, failed or rejected"`
-	ErrorCode protocol.ErrorCode `json:"error_code,omitempty" jsonschema:"why the build was rejected or failed: unknown_repo, unknown_host, invalid_revision, invalid_request, already_running, build_failed or timeout"`
+	Status    protocol.Status    `json:"status" jsonschema:"completed, failed or rejected once done; while the build runs, the latest status (started, progress)"`
+	ErrorCode protocol.ErrorCode `json:"error_code,omitempty" jsonschema:"why the build was rejected or failed"`
+	Done      bool               `json:"done" jsonschema:"false while the build still runs (\"wait\": false, or the status tool); true once this result is final"`
 	Success   bool               `json:"success" jsonschema:"true when every host built"`
 	Message   string             `json:"message" jsonschema:"one-line summary, e.g. built 5/5 hosts successfully"`
 	// Error holds Nix's output when listing the hosts failed.
 	Error                string                     `json:"error,omitempty" jsonschema:"last lines of Nix's error when the hosts could not be listed"`
-	Results              []protocol.BuildHostResult `json:"results" jsonschema:"one entry per host, sorted by host"`
+	Results              []protocol.BuildHostResult `json:"results" jsonschema:"one entry per finished host, sorted by host"`
+	Running              []RunningHost              `json:"running,omitempty" jsonschema:"while the build runs: the hosts being built now, with the last lines of their output"`
 	HostsTotal           int                        `json:"hosts_total" jsonschema:"hosts the build covered"`
 	Succeeded            int                        `json:"succeeded" jsonschema:"hosts that built"`
 	Failed               int                        `json:"failed" jsonschema:"hosts that failed or timed out"`
 	TotalDurationSeconds float64                    `json:"total_duration_seconds" jsonschema:"seconds from sending the request to the final status"`
 	Verified             bool                       `json:"verified" jsonschema:"true when the final status came on the builder's own reply subject, which the NATS server lets only the builder's credential publish on; false when it came on the bare reply subject (an older builder, or a server still granting it build.responses.>: regenerate it with nats-config), or when none came"`
+
+	// running marks a result so far (track.go).
+	running bool
 }
 
-// IsError implements tools.Result.
-func (r Result) IsError() bool { return !r.Success }
+// RunningHost is a host the builder is building, while the build runs.
+type RunningHost struct {
+	Host           string   `json:"host" jsonschema:"the host being built"`
+	RunningSeconds float64  `json:"running_seconds" jsonschema:"how long its nix build has been running, as the builder reported"`
+	Output         []string `json:"output,omitempty" jsonschema:"the last lines of its nix build output so far"`
+}
 
-// Summary implements tools.Result.
+// IsError implements tools.Result: a build that did not fully succeed;
+// never one that is still running (a result so far).
+func (r Result) IsError() bool { return !r.Success && !r.running }
+
+// Summary implements tools.Result: everything the JSON holds, for a reader
+// (an assistant that sees only the text), Nix's error lines included.
 func (r Result) Summary() string {
 	var b strings.Builder
 	b.WriteString(r.Message)
+	state := "done"
+	if !r.Done {
+		state = "still running"
+	}
+	branch := r.Branch
+	if branch == "" {
+		branch = "the default branch"
+	}
+	fmt.Fprintf(&b, "\nid %s: build of %s in %s at %s; status %s", r.ID, r.Target, r.Repo, branch, r.Status)
+	if r.ErrorCode != protocol.ErrNone {
+		fmt.Fprintf(&b, " (%s)", r.ErrorCode)
+	}
+	fmt.Fprintf(&b, "; %d/%d built, %d failed; %.1f s; %s", r.Succeeded, r.HostsTotal, r.Failed, r.TotalDurationSeconds, state)
 	for _, h := range r.Results {
 		if h.Success {
 			fmt.Fprintf(&b, "\n%s: ok (%.1fs)", h.Host, h.DurationSeconds)
+			if h.OutPath != "" {
+				fmt.Fprintf(&b, " %s", h.OutPath)
+			}
 			continue
 		}
 		fmt.Fprintf(&b, "\n%s: FAILED (%.1fs)", h.Host, h.DurationSeconds)
-		if line := ErrorLine(h.Error); line != "" {
-			fmt.Fprintf(&b, ": %s", line)
+		if h.ErrorCode != protocol.ErrNone {
+			fmt.Fprintf(&b, " (%s)", h.ErrorCode)
+		}
+		indent(&b, h.Error)
+	}
+	for _, h := range r.Running {
+		fmt.Fprintf(&b, "\n%s: building, running %.0f s", h.Host, h.RunningSeconds)
+		for _, line := range h.Output {
+			fmt.Fprintf(&b, "\n  | %s", line)
 		}
 	}
-	if r.Error != "" {
-		fmt.Fprintf(&b, "\n%s", r.Error)
-	}
+	indent(&b, r.Error)
 	return b.String()
+}
+
+// indent writes each line of text on its own indented line.
+func indent(b *strings.Builder, text string) {
+	text = strings.TrimRight(text, "\n")
+	if text == "" {
+		return
+	}
+	for _, line := range strings.Split(text, "\n") {
+		fmt.Fprintf(b, "\n    %s", line)
+	}
 }
 
 // Check validates a request and fills the default target. Errors are
@@ -124,7 +173,12 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, opts Options, p
 	if conn == nil {
 		return Result{}, fmt.Errorf("build: no NATS connection")
 	}
-	id := protocol.NewID()
+	id := opts.ID
+	if id == "" {
+		id = protocol.NewID()
+	} else if err := protocol.ValidateRequestID(id); err != nil {
+		return Result{}, &tools.InputError{Err: err}
+	}
 	replyTo := protocol.BuildResponsesPrefix + id
 	subject := protocol.BuildSubject(req.Repo, req.Target)
 	res := Result{ID: id, Repo: req.Repo, Target: req.Target, Branch: req.Branch, Status: protocol.StatusFailed, Results: []protocol.BuildHostResult{}}

@@ -22,6 +22,7 @@ type Input struct {
 	All            bool   `json:"all,omitempty" jsonschema:"build every host of the repository; give either target or all"`
 	Branch         string `json:"branch,omitempty" jsonschema:"git branch, tag or 40-hex commit to build (default: the repository's default_branch)"`
 	TimeoutSeconds int    `json:"timeout_seconds,omitempty" jsonschema:"how long to wait for the builder's final status, in seconds (default 3600)"`
+	Wait           *bool  `json:"wait,omitempty" jsonschema:"true (default): return when the build has finished. false: return at once, after the builder answered, with the request id and done false; then call status with that id until done is true. Use false for builds of more than one host"`
 }
 
 // MaxTimeoutSeconds bounds timeout_seconds.
@@ -31,6 +32,8 @@ const MaxTimeoutSeconds = 86400
 type Call struct {
 	Request Request
 	Options Options
+	// Wait is false when the caller reads the result later (status).
+	Wait bool
 }
 
 // Check validates the input. Building every host must be asked for
@@ -55,7 +58,7 @@ func (in Input) Check() (Call, error) {
 	if err := req.Check(); err != nil {
 		return Call{}, err
 	}
-	return Call{Request: req, Options: Options{Timeout: time.Duration(in.TimeoutSeconds) * time.Second}}, nil
+	return Call{Request: req, Wait: in.Wait == nil || *in.Wait, Options: Options{Timeout: time.Duration(in.TimeoutSeconds) * time.Second}}, nil
 }
 
 // Gate switches the build tool on (--enable-builds).
@@ -74,12 +77,19 @@ func Tool() tools.Tool {
 			"(one host with target, or every host with all: true) at a branch, so that a later deploy finds them already built. " +
 			"It changes no running machine; it fills the builder's Nix store. " +
 			"Returns each host's success, duration and, on failure, the last lines of Nix's error. " +
-			"Builds can take many minutes (up to an hour for a whole repository); progress is reported after each host. " +
+			"Builds can take many minutes (up to an hour for a whole repository). Pass \"wait\": false to get the request id at once, " +
+			"then call status with {\"id\": \"<id>\"} every 30 seconds or so until done is true; with wait true (the default) " +
+			"progress notifications come at least every 5 seconds (host, running time, latest output line) and after each host. " +
 			"A repository that is already building rejects a second build until the first has finished.",
 		Annotations: tools.Annotations{ReadOnly: false, Destructive: false, Idempotent: true, OpenWorld: true},
 		Gate:        Gate,
 		Credential:  Credential,
-	}, func(in, _ *jsonschema.Schema) {
+	}, func(in, out *jsonschema.Schema) {
+		tools.Bool(in.Properties["wait"], true)
+		tools.StatusEnum(out.Properties["status"])
+		tools.ErrorCodeEnum(out.Properties["error_code"])
+		tools.NonNullArray(out.Properties["results"])
+		tools.ErrorCodeEnum(out.Properties["results"].Items.Properties["error_code"])
 		for _, k := range []string{"repo", "target"} {
 			in.Properties[k].Pattern = protocol.TokenPattern
 			in.Properties[k].MaxLength = jsonschema.Ptr(protocol.MaxTokenLen)
@@ -89,8 +99,20 @@ func Tool() tools.Tool {
 		in.Properties["timeout_seconds"].Minimum = jsonschema.Ptr(1.0)
 		in.Properties["timeout_seconds"].Maximum = jsonschema.Ptr(float64(MaxTimeoutSeconds))
 		in.Properties["timeout_seconds"].Default = []byte(fmt.Sprint(int(DefaultTimeout / time.Second)))
-	}, Input.Check, func(ctx context.Context, env tools.Env, c Call, progress tools.Progress) (Result, error) {
-		c.Options.Logger = env.Logger
-		return Send(ctx, env.Conn, c.Request, c.Options, progress)
+	}, Input.Check, run)
+}
+
+// run carries a checked build out through tools.Track, which keeps it for
+// the status tool and returns early when the caller does not wait.
+func run(ctx context.Context, env tools.Env, c Call, progress tools.Progress) (Result, error) {
+	c.Options.Logger = env.Logger
+	c.Options.ID = protocol.NewID()
+	return tools.Track(ctx, env, c.Options.ID, c.Wait, newTracker(c.Options.ID, c.Request), progress, func(ctx context.Context, progress tools.Progress) (Result, error) {
+		res, err := Send(ctx, env.Conn, c.Request, c.Options, progress)
+		res.Done = true
+		if res.Results == nil {
+			res.Results = []protocol.BuildHostResult{}
+		}
+		return res, err
 	})
 }

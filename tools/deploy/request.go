@@ -33,6 +33,10 @@ type Options struct {
 	// reconnection.
 	Discover listhosts.Options
 	Logger   *slog.Logger
+	// ID, if set, is the request id to send (a caller that keeps track of
+	// the call under it); otherwise a fresh one is drawn. Two concurrent
+	// deploys must never share one.
+	ID string
 	// SkipOffline leaves the group members the fleet registry has offline
 	// out of the verdict (members.go); they are listed as skipped.
 	SkipOffline bool
@@ -60,14 +64,17 @@ type Request struct {
 	Revision string
 }
 
-// HostResult is one host's final state.
+// HostResult is one host's state: final once the deploy is done, the
+// latest status while it runs (status tool, `"wait": false`).
 type HostResult struct {
 	Hostname        string             `json:"hostname" jsonschema:"the host that answered"`
-	Status          protocol.Status    `json:"status" jsonschema:"final status: completed, failed or rejected"`
-	Error           protocol.ErrorCode `json:"error" jsonschema:"error code when not completed: invalid_action, invalid_revision, invalid_request, already_running, build_failed or timeout; null on success"`
-	Message         string             `json:"message" jsonschema:"what the host reported"`
-	DurationSeconds float64            `json:"duration_seconds" jsonschema:"seconds from the request to the host's final status"`
+	Status          protocol.Status    `json:"status" jsonschema:"final status (completed, failed or rejected), or while the deploy runs the latest one (accepted, started)"`
+	Error           protocol.ErrorCode `json:"error" jsonschema:"error code when not completed; null on success and while running"`
+	Message         string             `json:"message" jsonschema:"what the host reported, in full: on failure it ends with the last lines of nixos-rebuild's output"`
+	DurationSeconds float64            `json:"duration_seconds" jsonschema:"seconds from the request to the host's final (or latest) status"`
 	Verified        bool               `json:"verified" jsonschema:"true when the host's status came on its own reply subject, which the NATS server lets only that host's credential publish on; false when it came on the bare reply subject (an older listener, or a server still granting listeners deploy.responses.>: regenerate it with nats-config), or when no status came"`
+	// Output is the tail of the host's live output while it runs.
+	Output []string `json:"output,omitempty" jsonschema:"while the deploy runs: the last lines of nixos-rebuild's output so far"`
 	// LastSeen is set for a member the fleet registry has offline.
 	LastSeen string `json:"last_seen,omitempty" jsonschema:"for a group member the fleet registry has offline (error offline): when it was last seen, RFC 3339 UTC"`
 }
@@ -75,41 +82,60 @@ type HostResult struct {
 // Result is the outcome of one deploy request. Its JSON shape is what
 // `deploy --json` prints and what the MCP tools return; keep it stable.
 type Result struct {
-	ID              string          `json:"id" jsonschema:"request id, echoed by every host"`
+	ID              string          `json:"id" jsonschema:"request id, echoed by every host; give it to the status tool to read this deploy's result later"`
 	Subject         string          `json:"subject" jsonschema:"the NATS subject the request was sent to"`
 	Action          protocol.Action `json:"action" jsonschema:"nixos-rebuild action"`
 	Revision        string          `json:"revision" jsonschema:"git branch, tag or commit deployed"`
+	Done            bool            `json:"done" jsonschema:"false while the deploy still runs (\"wait\": false, or the status tool); true once this result is final"`
 	Success         bool            `json:"success" jsonschema:"true when at least one host answered and every host completed"`
 	Message         string          `json:"message" jsonschema:"one-line summary"`
 	Hosts           []HostResult    `json:"hosts" jsonschema:"every host that answered, sorted by hostname"`
 	Completed       int             `json:"completed" jsonschema:"hosts that completed"`
 	Failed          int             `json:"failed" jsonschema:"hosts that failed, were rejected or timed out"`
-	Unfinished      int             `json:"unfinished" jsonschema:"hosts still deploying when the wait was interrupted (their deploy goes on)"`
+	Unfinished      int             `json:"unfinished" jsonschema:"hosts still deploying (while running, or when the wait was interrupted: their deploy goes on)"`
 	DurationSeconds float64         `json:"duration_seconds" jsonschema:"seconds from sending the request to the result"`
 	// Members and Skipped: a group deploy's members from the fleet
 	// registry (members.go).
 	Members string       `json:"members,omitempty" jsonschema:"registry when the group's members came from the fleet registry: the deploy waited for each of them, and members that were offline (error offline) or did not answer (error no_answer) count as failed"`
 	Skipped []HostResult `json:"skipped,omitempty" jsonschema:"with skip_offline: the group members the fleet registry had offline, left out"`
+
+	// running marks a result so far (track.go).
+	running bool
 }
 
-// IsError implements tools.Result.
-func (r Result) IsError() bool { return !r.Success }
+// IsError implements tools.Result: a deploy that did not fully succeed;
+// never one that is still running (a result so far).
+func (r Result) IsError() bool { return !r.Success && !r.running }
 
-// Summary implements tools.Result.
+// Summary implements tools.Result: everything the JSON holds, for a reader
+// (an assistant that sees only the text): the verdict, the request, and
+// each host's full message with the output tail.
 func (r Result) Summary() string {
 	var b strings.Builder
 	b.WriteString(r.Message)
+	state := "done"
+	if !r.Done {
+		state = "still running"
+	}
+	fmt.Fprintf(&b, "\nid %s: %s of %s to %s; %d completed, %d failed, %d unfinished; %.1f s; %s",
+		r.ID, r.Action, r.Revision, r.Subject, r.Completed, r.Failed, r.Unfinished, r.DurationSeconds, state)
 	for _, h := range r.Hosts {
 		fmt.Fprintf(&b, "\n%s: %s", h.Hostname, h.Status)
 		if h.Error != protocol.ErrNone {
 			fmt.Fprintf(&b, " (%s)", h.Error)
 		}
+		fmt.Fprintf(&b, " after %.1f s", h.DurationSeconds)
 		if h.Message != "" {
-			msg := h.Message
-			if i := strings.IndexByte(msg, '\n'); i >= 0 {
-				msg = msg[:i] + " …"
+			first, rest, _ := strings.Cut(h.Message, "\n")
+			fmt.Fprintf(&b, ": %s", first)
+			for _, line := range strings.Split(rest, "\n") {
+				if rest != "" {
+					fmt.Fprintf(&b, "\n    %s", line)
+				}
 			}
-			fmt.Fprintf(&b, ": %s", msg)
+		}
+		for _, line := range h.Output {
+			fmt.Fprintf(&b, "\n  | %s", line)
 		}
 	}
 	return b.String()
@@ -151,7 +177,12 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, opts Options, p
 		return Result{}, fmt.Errorf("deploy: no NATS connection")
 	}
 
-	id := protocol.NewID()
+	id := opts.ID
+	if id == "" {
+		id = protocol.NewID()
+	} else if err := protocol.ValidateRequestID(id); err != nil {
+		return Result{}, &tools.InputError{Err: err}
+	}
 	replyTo := protocol.DeployResponsesPrefix + id
 	res := Result{ID: id, Subject: req.Subject, Action: req.Action, Revision: req.Revision}
 

@@ -263,6 +263,7 @@ func (s *Server) run(req protocol.DeployRequest, flakeRef string, log *slog.Logg
 	s.count(status, req.Action, code)
 	log.Info("deploy finished", "status", status, "error_code", code, "duration", dur.Round(time.Millisecond))
 	s.last.Store(&protocol.LastDeploy{
+		ID:     req.ID,
 		Action: req.Action, Revision: req.Revision, Status: status, Error: code,
 		FinishedAt: s.cfg.Now().UTC().Format(time.RFC3339), DurationSeconds: dur.Seconds(),
 		Caller: callerOf(cur),

@@ -12,6 +12,7 @@ import (
 
 	"github.com/homelab-deploy/homelab-deploy/protocol"
 	"github.com/homelab-deploy/homelab-deploy/tools"
+	"github.com/homelab-deploy/homelab-deploy/tools/listhosts"
 )
 
 // DefaultBranch is the revision deployed when none is given.
@@ -29,6 +30,7 @@ type Input struct {
 	Batch               string  `json:"batch,omitempty" jsonschema:"roll a group (all or role) out in batches of this many hosts (2) or this share of the group (25%); each batch starts when every host of the previous one completed"`
 	Canary              string  `json:"canary,omitempty" jsonschema:"with a group: deploy this member alone first, and go on only if it completed"`
 	MaxFailures         int     `json:"max_failures,omitempty" jsonschema:"in a staged rollout, how many failed hosts to tolerate before halting (default 0); hosts not yet started are reported skipped"`
+	Wait                *bool   `json:"wait,omitempty" jsonschema:"true (default): return when every host has finished. false: return at once, after the first host answered, with the request id and done false; then call status with that id until done is true. Use false for real deploys: a rebuild takes minutes"`
 	SkipOffline         bool    `json:"skip_offline,omitempty" jsonschema:"for a group (all or role): leave out the members the fleet registry has offline instead of counting them as failed; they are listed in skipped"`
 }
 
@@ -68,7 +70,7 @@ func (in AdminInput) Check() (Call, error) {
 	if err := staging.check(req.Subject); err != nil {
 		return Call{}, err
 	}
-	return Call{Request: req, Staging: staging, Options: Options{
+	return Call{Request: req, Staging: staging, Wait: in.Wait == nil || *in.Wait, Options: Options{
 		Timeout:      time.Duration(in.TimeoutSeconds) * time.Second,
 		AcceptWindow: time.Duration(in.AcceptWindowSeconds * float64(time.Second)),
 		SkipOffline:  in.SkipOffline,
@@ -97,6 +99,8 @@ type Call struct {
 	Request Request
 	Staging Staging
 	Options Options
+	// Wait is false when the caller reads the result later (status).
+	Wait bool
 }
 
 // TargetSubject turns a tier and exactly one of hostname, all or role into a
@@ -175,7 +179,10 @@ func tierEnum() []any {
 	return out
 }
 
-func fixInput(in, _ *jsonschema.Schema) {
+func fixInput(in, out *jsonschema.Schema) {
+	fixOutput(out)
+	tools.Bool(in.Properties["wait"], true)
+	tools.ExactlyOne(in, "give exactly one target: hostname, all (true) or role", []string{"hostname", "role"}, []string{"all"})
 	in.Properties["action"].Enum = actionEnum()
 	in.Properties["action"].Default = []byte(`"switch"`)
 	in.Properties["branch"].Default = []byte(`"` + DefaultBranch + `"`)
@@ -198,11 +205,27 @@ func fixInput(in, _ *jsonschema.Schema) {
 	in.Properties["max_failures"].Maximum = jsonschema.Ptr(float64(maxBatchHosts))
 }
 
+// fixOutput puts the enums of statuses and error codes on the result
+// schema, and makes hosts an array (empty when nobody answered).
+func fixOutput(out *jsonschema.Schema) {
+	tools.NonNullArray(out.Properties["hosts"])
+	host := out.Properties["hosts"].Items
+	tools.StatusEnum(host.Properties["status"])
+	tools.ErrorCodeEnum(host.Properties["error"])
+}
+
 // AdminGate switches deploy_admin on (--enable-admin).
 var AdminGate = &tools.Gate{Name: "admin", Help: "offer the deploy_admin tool, which deploys to any tier with the admin credential"}
 
 // AdminCredential is the identity deploy_admin acts with (--admin-nkey-file).
 var AdminCredential = &tools.Credential{Name: "admin", Holder: "the admin deployer", Help: "NKey seed file of the admin deployer, required by --enable-admin", Own: true}
+
+// waitAdvice ends the deploy tools' descriptions: how to wait for minutes
+// of work without a client timeout.
+const waitAdvice = "A deploy usually takes one to ten minutes and can take up to 15. For a real deploy pass \"wait\": false: " +
+	"the call returns within seconds with the request id and done false, and the deploy goes on; then call status with {\"id\": \"<id>\"} " +
+	"every 15 to 30 seconds until done is true, and report each host's outcome. With wait true (the default) the call returns when every host " +
+	"has finished and sends a progress notification at least every 5 seconds meanwhile (host, running time, latest output line)."
 
 // Tools returns the `deploy` and `deploy_admin` tools.
 func Tools() []tools.Tool {
@@ -212,8 +235,8 @@ func Tools() []tools.Tool {
 		Description: "Runs nixos-rebuild on hosts of the TEST tier only, from the fleet's git flake at the given branch. " +
 			"Target exactly one of: hostname (one host), all (every test host) or role (test hosts with that role); " +
 			"use list_hosts first to see the targets. It cannot reach prod hosts, whatever the input. " +
-			"Returns each host's final status (completed, failed, rejected) with its message. " +
-			"A deploy usually takes one to ten minutes and can take up to 15 minutes; progress is reported per host status.",
+			"Returns each host's final status (completed, failed, rejected) with its message and, on failure, the last lines of nixos-rebuild's output. " +
+			waitAdvice,
 		Annotations: tools.Annotations{ReadOnly: false, Destructive: true, Idempotent: false, OpenWorld: true},
 		Hidden:      []string{"accept_window_seconds"},
 	}, fixInput, Input.Check, run)
@@ -223,7 +246,8 @@ func Tools() []tools.Tool {
 		Description: "Runs nixos-rebuild on hosts of the given tier (test or prod) with the admin credential. " +
 			"Target exactly one of: hostname, all or role; use list_hosts first. Deploying to prod changes production machines: " +
 			"prefer dry-activate or test first, and confirm with the user before a prod switch. " +
-			"Returns each host's final status with its message. A deploy usually takes one to ten minutes and can take up to 15 minutes.",
+			"Returns each host's final status with its message and, on failure, the last lines of nixos-rebuild's output. " +
+			waitAdvice,
 		Annotations: tools.Annotations{ReadOnly: false, Destructive: true, Idempotent: false, OpenWorld: true},
 		Gate:        AdminGate,
 		Credential:  AdminCredential,
@@ -232,10 +256,51 @@ func Tools() []tools.Tool {
 	return []tools.Tool{deploy, admin}
 }
 
+// run carries a checked deploy out through tools.Track, which keeps it
+// for the status tool and returns early when the caller does not wait.
 func run(ctx context.Context, env tools.Env, c Call, progress tools.Progress) (Result, error) {
 	c.Options.Logger = env.Logger
-	if c.Staging.Staged() {
-		return Rollout(ctx, env.Conn, c.Request, c.Staging, c.Options, progress)
+	id := protocol.NewID()
+	if !c.Staging.Staged() {
+		// One request on the wire: the call is kept under its id, which
+		// is also what the hosts report as their last deploy.
+		c.Options.ID = id
 	}
-	return Send(ctx, env.Conn, c.Request, c.Options, progress)
+	return tools.Track(ctx, env, id, c.Wait, newTracker(id, c.Request), progress, func(ctx context.Context, progress tools.Progress) (Result, error) {
+		var res Result
+		var err error
+		if c.Staging.Staged() {
+			res, err = Rollout(ctx, env.Conn, c.Request, c.Staging, c.Options, progress)
+		} else {
+			res, err = Send(ctx, env.Conn, c.Request, c.Options, progress)
+		}
+		res.Done = true
+		if res.Hosts == nil {
+			res.Hosts = []HostResult{}
+		}
+		if err == nil && len(res.Hosts) == 0 && res.Subject != "" {
+			res.Message += elsewhere(ctx, env, res.Subject)
+		}
+		return res, err
+	})
+}
+
+// elsewhere looks up, after nobody answered a deploy to one host, whether
+// the host exists in another tier, and says which tool reaches it.
+func elsewhere(ctx context.Context, env tools.Env, subject string) string {
+	target, err := protocol.ParseDeploySubject(subject)
+	if err != nil || target.Group() || target.Tier != "test" || env.Tool != "deploy" {
+		return ""
+	}
+	found, err := listhosts.Discover(ctx, env.Conn, "", protocol.DefaultDiscoverSubject, listhosts.Options{Logger: env.Logger})
+	if err != nil {
+		return ""
+	}
+	var tiers []string
+	for _, h := range found.Hosts {
+		if h.Hostname == target.Name && h.Tier != target.Tier {
+			tiers = append(tiers, h.Tier)
+		}
+	}
+	return prodHint(target.Name, tiers)
 }

@@ -119,6 +119,17 @@ func (r Result) Summary() string {
 		if h.System != nil && h.System.RebootRequired {
 			b.WriteString("\treboot required")
 		}
+		fmt.Fprintf(&b, "\tversion=%s\tsubjects=%s", h.Version, strings.Join(h.Subjects, ","))
+		if l := h.LastDeploy; l != nil {
+			fmt.Fprintf(&b, "\tlast deploy: %s of %s %s", l.Action, l.Revision, l.Status)
+			if l.Error != protocol.ErrNone {
+				fmt.Fprintf(&b, " (%s)", l.Error)
+			}
+			fmt.Fprintf(&b, " at %s after %.1f s", l.FinishedAt, l.DurationSeconds)
+			if l.ID != "" {
+				fmt.Fprintf(&b, ", id %s", l.ID)
+			}
+		}
 	}
 	return b.String()
 }
@@ -130,10 +141,11 @@ func Tool() tools.Tool {
 		Title: "List deployment targets",
 		Description: "Lists the deploy targets from the fleet registry (every registered host, offline ones too, with online, last_seen, reboot_required and generation) " +
 			"or, without a registry, by discovering the hosts whose listeners are online: hostname, tier, role, the subjects they take deploys on, " +
-			"their version and whether a deploy is running. Read-only; instant from the registry, about a second by discovery. Use it before deploy to find valid targets.",
+			"their version, whether a deploy is running, and their last deploy since the listener started (action, revision, status, time, request id). " +
+			"Read-only; instant from the registry, about a second by discovery. Use it before deploy to find valid targets, and to see how a deploy ended after the status tool no longer knows it.",
 		Annotations: tools.Annotations{ReadOnly: true, Destructive: false, Idempotent: true, OpenWorld: true},
 		Hidden:      []string{"discover_subject", "quiet_seconds", "source"},
-	}, func(in, _ *jsonschema.Schema) {
+	}, func(in, out *jsonschema.Schema) {
 		var tiers []any
 		for _, t := range protocol.Tiers {
 			tiers = append(tiers, t)
@@ -142,6 +154,11 @@ func Tool() tools.Tool {
 		in.Properties["role"].Pattern = protocol.TokenPattern
 		in.Properties["role"].MaxLength = jsonschema.Ptr(protocol.MaxTokenLen)
 		in.Properties["state"].Enum = []any{States[0], States[1]}
+		tools.NonNullArray(out.Properties["hosts"])
+		if last := out.Properties["hosts"].Items.Properties["last_deploy"]; last != nil {
+			tools.StatusEnum(last.Properties["status"])
+			tools.ErrorCodeEnum(last.Properties["error"])
+		}
 	}, Input.Check, func(ctx context.Context, env tools.Env, req Request, _ tools.Progress) (Result, error) {
 		return list(ctx, env.Conn, req, env.Logger)
 	})

@@ -7,6 +7,7 @@ import (
 	"github.com/homelab-deploy/homelab-deploy/tools/build"
 	"github.com/homelab-deploy/homelab-deploy/tools/deploy"
 	"github.com/homelab-deploy/homelab-deploy/tools/listhosts"
+	"github.com/homelab-deploy/homelab-deploy/tools/status"
 )
 
 // New returns a registry holding every tool module.
@@ -15,5 +16,6 @@ func New() *tools.Registry {
 	r.Register(deploy.Tools()...)
 	r.Register(listhosts.Tool())
 	r.Register(build.Tool())
+	r.Register(status.Tool())
 	return r
 }
