@@ -20,6 +20,7 @@ type buildCmd struct {
 	All     bool
 	Timeout time.Duration
 	JSON    bool
+	Follow  bool
 	Flags   *ff.FlagSet
 	Command *ff.Command
 }
@@ -32,6 +33,7 @@ func newBuild(r *Root) *buildCmd {
 	c.Flags.BoolVar(&c.All, 0, "all", "build every host of the repository")
 	durationVar(c.Flags, &c.Timeout, "timeout", build.DefaultTimeout, "how long to wait for the builder's final status, in seconds (3600) or as a duration (1h) (env HOMELAB_DEPLOY_BUILD_TIMEOUT)")
 	c.Flags.BoolVar(&c.JSON, 0, "json", "print the result as JSON on stdout")
+	c.Flags.BoolVar(&c.Follow, 0, "follow", "print every line of nix build's output on stderr as it arrives, prefixed with its host")
 	c.Command = &ff.Command{
 		Name:      "build",
 		Usage:     "homelab-deploy build [FLAGS] <REPO> (<HOST> | --all)",
@@ -88,37 +90,16 @@ func (c *buildCmd) exec(ctx context.Context, args []string) error {
 		return err
 	}
 	defer conn.Close()
-	out, err := r.callTool(ctx, "build", conn, raw, r.buildProgress())
+	view := r.newProgressView(c.Follow)
+	out, err := r.callTool(ctx, "build", conn, raw, view.build)
+	view.close()
 	res, _ := out.(build.Result)
 	return r.report(res, res.ID != "", err, c.JSON, func() { r.printBuildResult(res) })
 }
 
 // buildProgress prints a line when the build starts and one per finished
-// host, e.g. "[3/5] host3 ok 41.2s"; failures are red on a terminal and
-// carry the error's telling line.
-func (r *Root) buildProgress() tools.Progress {
-	return func(e tools.Event) {
-		if e.Host == "" {
-			fmt.Fprintln(r.Stderr, r.color(colDim, e.Message))
-			return
-		}
-		counter := fmt.Sprintf("[%d/%d]", e.Done, e.Total)
-		secs := fmt.Sprintf("%.1fs", e.Duration.Seconds())
-		if e.Status == protocol.StatusCompleted {
-			fmt.Fprintf(r.Stderr, "%s %s %s %s\n", counter, e.Host, r.color(colGreen, "ok"), secs)
-			return
-		}
-		word := "FAILED"
-		if e.Error == protocol.ErrTimeout {
-			word = "TIMEOUT"
-		}
-		why := e.Message
-		if i := strings.Index(why, ": "); i >= 0 && strings.HasPrefix(why, e.Host+" failed") {
-			why = why[i+2:]
-		}
-		fmt.Fprintf(r.Stderr, "%s %s %s %s: %s\n", counter, e.Host, r.color(colRed, word), secs, r.color(colRed, firstLine(why)))
-	}
-}
+// host, and the running hosts' output, as progressView does.
+func (r *Root) buildProgress() tools.Progress { return r.newProgressView(false).build }
 
 func firstLine(s string) string {
 	if i := strings.IndexByte(s, '\n'); i >= 0 {

@@ -25,6 +25,7 @@ type deployCmd struct {
 	AcceptWindow time.Duration
 	SkipOffline  bool
 	JSON         bool
+	Follow       bool
 	staging      deploy.Staging
 	Flags        *ff.FlagSet
 	Command      *ff.Command
@@ -40,6 +41,7 @@ func newDeploy(r *Root) *deployCmd {
 	durationVar(c.Flags, &c.AcceptWindow, "accept-window", deploy.DefaultAcceptWindow, "for group subjects: with the fleet registry, how long a member has to answer before it is reported no_answer; without it, how long to wait for further hosts after the last status; in seconds or as a duration (env HOMELAB_DEPLOY_ACCEPT_WINDOW)")
 	c.Flags.BoolVar(&c.SkipOffline, 0, "skip-offline", "for group subjects: leave out the members the fleet registry has offline instead of failing on them (the summary lists them as skipped)")
 	c.Flags.BoolVar(&c.JSON, 0, "json", "print the result as JSON on stdout")
+	c.Flags.BoolVar(&c.Follow, 0, "follow", "print every line of nixos-rebuild's output on stderr as it arrives, prefixed with its host")
 	c.Flags.StringVar(&c.staging.Batch, 0, "batch", "", "roll a group subject out in batches of N hosts or N% of the group; each batch starts when the previous one completed")
 	c.Flags.StringVar(&c.staging.Canary, 0, "canary", "", "with a group subject: deploy this host alone first, and go on only if it completed")
 	c.Flags.IntVar(&c.staging.MaxFailures, 0, "max-failures", 0, "in a staged rollout (--batch, --canary), halt once more than this many hosts failed; the rest are reported skipped")
@@ -131,7 +133,9 @@ func (c *deployCmd) exec(ctx context.Context, args []string) error {
 		return err
 	}
 	defer conn.Close()
-	out, err := r.callTool(ctx, "deploy_admin", conn, raw, r.deployProgress())
+	view := r.newProgressView(c.Follow)
+	out, err := r.callTool(ctx, "deploy_admin", conn, raw, view.deploy)
+	view.close()
 	res, _ := out.(deploy.Result)
 	return r.report(res, res.ID != "", err, c.JSON, func() { r.printDeployResult(res) })
 }
@@ -158,16 +162,9 @@ func deployInput(subject string) (deploy.AdminInput, error) {
 	return in, nil
 }
 
-// deployProgress prints one line per host status on stderr.
-func (r *Root) deployProgress() tools.Progress {
-	return func(e tools.Event) {
-		msg := e.Message
-		if i := strings.IndexByte(msg, '\n'); i >= 0 {
-			msg = msg[:i]
-		}
-		fmt.Fprintf(r.Stderr, "%s %-20s %s %s\n", r.color(colDim, fmt.Sprintf("[%6.1fs]", e.Elapsed.Seconds())), e.Host, r.statusWord(e.Status, e.Error), msg)
-	}
-}
+// deployProgress prints one line per host status on stderr, and the
+// running hosts' output as progressView does.
+func (r *Root) deployProgress() tools.Progress { return r.newProgressView(false).deploy }
 
 func (r *Root) statusWord(s protocol.Status, code protocol.ErrorCode) string {
 	w := fmt.Sprintf("%-9s", s)

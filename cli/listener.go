@@ -29,6 +29,7 @@ type listenerCmd struct {
 	MetricsAddr    string
 	Grace          time.Duration
 	WatchUnitFile  string
+	LockFile       string
 	Trusted        []string
 	ConfirmTimeout time.Duration
 	HealthChecks   []string
@@ -57,6 +58,7 @@ func newListener(r *Root) *listenerCmd {
 	durationVar(c.Flags, &c.Fleet.Heartbeat, "fleet-heartbeat", fleet.DefaultInterval, "how often the listener rewrites its entry in the fleet registry (a JetStream bucket) when nothing changed, in seconds or as a duration; readers call the host offline after three; 0 writes no entry")
 	c.Flags.StringVar(&c.Fleet.SystemRoot, 0, "fleet-system-root", "/", "directory in which run/current-system, run/booted-system, nix/var/nix/profiles/system and proc/uptime are read for the fleet registry and the reboot and generation metrics")
 	c.Flags.IntVar(&c.Fleet.Replicas, 0, "fleet-replicas", 0, "replicas of the fleet registry bucket when this listener creates it (1-5); 0: 3 on a JetStream cluster, 1 on a single server")
+	c.Flags.StringVar(&c.LockFile, 0, "lock-file", "", "rebuild lock held by nixos-rebuild for as long as it runs, even if the listener dies; a restarted listener refuses deploys (already_running) while it is held (the NixOS module uses "+deploy.DefaultLockFile+"; empty: no lock)")
 	c.Flags.StringVar(&c.WatchUnitFile, 0, "watch-unit-file", "", "systemd unit file of this listener; after a switch that changed it, the listener exits so systemd restarts it on the new version")
 	c.Command = &ff.Command{
 		Name:      "listener",
@@ -116,6 +118,10 @@ func (c *listenerCmd) exec(ctx context.Context, args []string) error {
 		ConfirmTimeout: c.ConfirmTimeout, HealthChecks: checks,
 	}
 	cfg.TrustedDeployers = c.Trusted
+	if c.LockFile != "" && !filepath.IsAbs(c.LockFile) {
+		return usagef("--lock-file %q: give an absolute path, e.g. %s", c.LockFile, deploy.DefaultLockFile)
+	}
+	cfg.LockFile = c.LockFile
 	if cfg.Fleet = c.Fleet; cfg.Fleet.Heartbeat == 0 {
 		cfg.Fleet.Heartbeat = -1 // no entry
 	}

@@ -23,6 +23,10 @@
     # the change is rolled back (0: never), and the checks.
     confirmTimeout = 120;
     healthChecks = [ ];
+    # Held by a running nixos-rebuild, so that a restarted listener knows
+    # about a rebuild its killed predecessor left running. /run is emptied
+    # at boot, and so is a stale lock.
+    lockFile = "/run/homelab-deploy/listener.lock";
     # The listener's entry in the fleet registry (a JetStream bucket): how
     # often it is rewritten (0: no entry), and the bucket's replicas if this
     # listener creates it (0: 3 on a JetStream cluster, 1 otherwise).

@@ -124,6 +124,10 @@ rec {
       "--fleet-system-root"
       "/"
     ]
+    ++ optionals (cfg.lockFile != null) [
+      "--lock-file"
+      cfg.lockFile
+    ]
     ++ trustedDeployerArgs cfg.trustedDeployers
     ++ optionals cfg.metrics.enable [
       "--metrics-enabled"

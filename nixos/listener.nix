@@ -49,6 +49,12 @@ in
           (letters, digits, '-' and '_'; no dots, '*' or '>') and not "all" or "role".'';
       }
       {
+        assertion = cfg.lockFile == null || builtins.substring 0 1 cfg.lockFile == "/";
+        message = ''
+          ${opt}.lockFile = "${toString cfg.lockFile}" must be an absolute path (the default is
+          "${defaults.listener.lockFile}"), or null for no rebuild lock.'';
+      }
+      {
         assertion = cfg.deploySubjects != [ ];
         message = "${opt}.deploySubjects is empty: the listener would receive no deployments.";
       }
@@ -130,6 +136,11 @@ in
         # then kills it and reports it failed. systemd's SIGKILL to whatever
         # is left comes after TimeoutStopSec, a minute later.
         KillMode = "mixed";
+        # No RuntimeDirectory= for the rebuild lock (lockFile): systemd would
+        # remove it whenever the unit stops, restarts included, and a
+        # restarted listener would lock a new file while a rebuild of its
+        # predecessor still holds the old one. The listener creates the
+        # directory itself; /run is emptied at boot.
         TimeoutStopSec = cfg.shutdownGrace + 60;
       };
     };

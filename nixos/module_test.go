@@ -46,6 +46,7 @@ var specOptions = map[string]option{
 	"listener.discoverSubject":      {Type: "str", Default: "deploy.discover"},
 	"listener.confirmTimeout":       {Type: "unsignedInt", Default: 120.0},  // extension
 	"listener.healthChecks":         {Type: "listOf str", Default: []any{}}, // extension
+	"listener.lockFile":             {Type: "nullOr str", Default: "/run/homelab-deploy/listener.lock"},
 	"listener.fleet.heartbeat":      {Type: "unsignedInt", Default: 30.0},   // extension
 	"listener.fleet.replicas":       {Type: "unsignedInt", Default: 0.0},    // extension
 	"listener.trustedDeployers":     {Type: "listOf str", Default: []any{}}, // extension
@@ -286,6 +287,7 @@ func TestListenerCommandLine(t *testing.T) {
 				"--deploy-subject", "deploy.<tier>.role.<role>",
 				"--discover-subject", "deploy.discover",
 				"--fleet-heartbeat", "30", "--fleet-replicas", "0", "--fleet-system-root", "/",
+				"--lock-file", "/run/homelab-deploy/listener.lock",
 				"--log-level", "info", "--log-format", "text",
 				"--watch-unit-file", watchUnit},
 		},
@@ -320,6 +322,7 @@ func TestListenerCommandLine(t *testing.T) {
 				"--deploy-subject", "custom.<role>",
 				"--discover-subject", "deploy.discover.lab",
 				"--fleet-heartbeat", "10", "--fleet-replicas", "3", "--fleet-system-root", "/",
+				"--lock-file", "/run/homelab-deploy/listener.lock",
 				"--metrics-enabled", "--metrics-addr", "127.0.0.1:9100",
 				"--nats-ca-file", "/etc/ssl/nats-ca.pem",
 				"--log-level", "debug", "--log-format", "text",
@@ -344,6 +347,7 @@ func TestListenerCommandLine(t *testing.T) {
 				"--deploy-subject", "deploy.<tier>.role.<role>",
 				"--discover-subject", "deploy.discover",
 				"--fleet-heartbeat", "30", "--fleet-replicas", "0", "--fleet-system-root", "/",
+				"--lock-file", "/run/homelab-deploy/listener.lock",
 				"--log-level", "info", "--log-format", "text",
 				"--watch-unit-file", watchUnit},
 		},

@@ -229,6 +229,19 @@ in
       '';
     };
 
+    lockFile = mkOption {
+      type = types.nullOr types.str;
+      default = l.lockFile;
+      description = ''
+        Rebuild lock (`--lock-file`): `nixos-rebuild` inherits a descriptor
+        holding an flock on this file and keeps it for as long as it, or
+        anything it started, runs. A listener killed mid-deploy leaves the
+        rebuild running; the restarted listener refuses deploys with
+        `already_running` and shows busy in discovery until the lock is
+        free. The directory is created when missing. `null`: no lock.
+      '';
+    };
+
     healthChecks = mkOption {
       type = types.listOf types.str;
       default = l.healthChecks;

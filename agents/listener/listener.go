@@ -43,6 +43,12 @@ type Config struct {
 	Logger        *slog.Logger
 	// Exec replaces nixos-rebuild (tests, demo).
 	Exec deploy.Executor
+	// Rebuild replaces nixos-rebuild with live output (demo); it takes
+	// precedence over Exec.
+	Rebuild deploy.RebuildFunc
+	// LockFile is the rebuild lock that outlives the listener
+	// (--lock-file); empty means none.
+	LockFile string
 	// WatchPaths, when not empty, are the listener's own unit file and
 	// binary: after a switch (or test) that changed one of them, the listener
 	// exits cleanly so systemd starts the new version.
@@ -192,7 +198,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Registry: reg, MetricsAddr: metricsAddr, Server: entry.wrap(server), Grace: cfg.ShutdownGrace,
 		Restart: restart, Logger: log,
 		Ready: func(addr string) {
-			log.Info("listener ready", "subjects", subjects, "discover", cfg.DiscoverSubject, "flake", cfg.FlakeURL, "version", cfg.Version,
+			log.Info("listener ready", "subjects", subjects, "discover", cfg.DiscoverSubject, "flake", protocol.RedactURL(cfg.FlakeURL), "version", cfg.Version,
 				"trusted_deployers", trustedAttr(trusted))
 			entry.start(ctx)
 			if cfg.Ready != nil {
@@ -222,7 +228,7 @@ func publisher(conn *protocol.Conn) func(string, []byte) error {
 func serverConfig(cfg Config, conn *protocol.Conn, m *deploy.Metrics, log *slog.Logger, restart chan<- string) deploy.ServerConfig {
 	return deploy.ServerConfig{
 		Hostname: cfg.Hostname, Tier: cfg.Tier, Role: cfg.Role, FlakeURL: cfg.FlakeURL,
-		Timeout: cfg.Timeout, Exec: cfg.Exec, Publish: publisher(conn), Metrics: m, Logger: log,
+		Timeout: cfg.Timeout, Exec: cfg.Exec, Rebuild: cfg.Rebuild, LockFile: cfg.LockFile, Publish: publisher(conn), Metrics: m, Logger: log,
 		BeforeDeploy: cfg.BeforeDeploy, MessagePrefix: cfg.MessagePrefix,
 		RestartAfter: cfg.RestartAfter,
 		Confirm: deploy.Confirm{

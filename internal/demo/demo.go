@@ -126,6 +126,38 @@ func Simulate(d time.Duration) deploy.Executor {
 	}
 }
 
+// simulatedLines are what a simulated rebuild prints, spread over its
+// time, so that the demo shows live output as a real rebuild would.
+var simulatedLines = []string{
+	"building the system configuration... (simulated)",
+	"these 3 derivations will be built (simulated)",
+	"activating the configuration... (simulated)",
+}
+
+// SimulateRebuild is Simulate with live output: it prints
+// simulatedLines, evenly over d. Nothing is executed.
+func SimulateRebuild(d time.Duration) deploy.RebuildFunc {
+	return func(ctx context.Context, r deploy.Rebuild) (string, error) {
+		step := d / time.Duration(len(simulatedLines))
+		for _, line := range simulatedLines {
+			t := time.NewTimer(step)
+			select {
+			case <-t.C:
+				if r.Line != nil {
+					r.Line(line)
+				}
+			case <-ctx.Done():
+				t.Stop()
+				if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+					return "simulated rebuild interrupted", execx.ErrTimeout
+				}
+				return "simulated rebuild interrupted", execx.ErrCanceled
+			}
+		}
+		return "simulated: " + strings.Join(r.Argv, " ") + " (nothing was run)", nil
+	}
+}
+
 // Start starts the demo fleet. Close stops it.
 func Start(ctx context.Context, o Options) (_ *Demo, err error) {
 	if o.Logger == nil {
@@ -256,7 +288,7 @@ func (d *Demo) startListener(ctx context.Context, name string, h natsauth.FleetH
 		defer d.wg.Done()
 		err := listener.Run(ctx, listener.Config{
 			Hostname: name, Tier: h.Tier, Role: h.Role, FlakeURL: d.FlakeURL,
-			Timeout: 10*o.RebuildTime + time.Minute, Exec: Simulate(o.RebuildTime),
+			Timeout: 10*o.RebuildTime + time.Minute, Rebuild: SimulateRebuild(o.RebuildTime),
 			Conn: conn, Version: o.Version, Logger: o.Logger, MessagePrefix: SimulatedPrefix,
 			ShutdownGrace: time.Second,
 			Ready:         func(*listener.Listener) { close(ready) },

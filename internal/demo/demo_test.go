@@ -12,6 +12,9 @@ import (
 
 	"github.com/homelab-deploy/homelab-deploy/internal/execx"
 	"github.com/homelab-deploy/homelab-deploy/internal/natsauth"
+	"github.com/homelab-deploy/homelab-deploy/protocol"
+	"github.com/homelab-deploy/homelab-deploy/tools"
+	"github.com/homelab-deploy/homelab-deploy/tools/deploy"
 )
 
 func start(t *testing.T, o Options) *Demo {
@@ -116,5 +119,59 @@ func TestNixEnv(t *testing.T) {
 	}
 	if got := NixEnv(func(k string) string { return map[string]string{"NIX_CONFIG": "x"}[k] }); len(got) != len(os.Environ()) {
 		t.Errorf("a user's NIX_CONFIG was not left alone")
+	}
+}
+
+// A simulated rebuild prints its lines, each saying it is simulated, and
+// runs nothing.
+func TestSimulateRebuildPrintsLines(t *testing.T) {
+	t.Parallel()
+	var lines []string
+	tail, err := SimulateRebuild(3*time.Millisecond)(context.Background(), deploy.Rebuild{
+		Argv: []string{"nixos-rebuild", "switch", "--flake", "x#h"}, Line: func(l string) { lines = append(lines, l) }})
+	if err != nil || !strings.Contains(tail, "nothing was run") {
+		t.Fatalf("SimulateRebuild: %q, %v", tail, err)
+	}
+	if len(lines) != len(simulatedLines) {
+		t.Fatalf("lines %q", lines)
+	}
+	for _, l := range lines {
+		if !strings.Contains(l, "simulated") {
+			t.Errorf("line %q does not say it is simulated", l)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := SimulateRebuild(time.Hour)(ctx, deploy.Rebuild{}); !errors.Is(err, execx.ErrCanceled) {
+		t.Errorf("cancelled: %v, want execx.ErrCanceled", err)
+	}
+}
+
+// A deploy to a demo listener streams the simulated rebuild's lines, and
+// every status, output included, says it is simulated.
+func TestDemoDeployStreamsSimulatedOutput(t *testing.T) {
+	t.Parallel()
+	d := start(t, Options{RebuildTime: 30 * time.Millisecond})
+	conn, err := d.Connect(context.Background(), natsauth.CredTestDeployer, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var events []tools.Event
+	res, err := deploy.Send(context.Background(), conn, deploy.Request{Subject: "deploy.test.testhost1", Action: "switch", Revision: "master"},
+		deploy.Options{Timeout: time.Minute}, func(e tools.Event) { events = append(events, e) })
+	if err != nil || !res.Success {
+		t.Fatalf("deploy: %+v, %v", res, err)
+	}
+	var lines []string
+	for _, e := range events {
+		if !strings.HasPrefix(e.Message, SimulatedPrefix) {
+			t.Errorf("%s status without %q: %q", e.Status, SimulatedPrefix, e.Message)
+		}
+		if e.Status == protocol.StatusOutput {
+			lines = append(lines, e.Lines...)
+		}
+	}
+	if strings.Join(lines, "|") != strings.Join(simulatedLines, "|") {
+		t.Errorf("streamed lines %q, want %q", lines, simulatedLines)
 	}
 }

@@ -194,6 +194,7 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, opts Options, p
 	}
 	defer call.Close()
 	start := call.Sent
+	dropped := map[string]int{} // per host, for output statuses
 
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
@@ -231,6 +232,10 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, opts Options, p
 				continue
 			}
 			bound = bound || m.Bound()
+			if r.Status == protocol.StatusOutput {
+				res.output(r, time.Since(start), dropped, progress)
+				continue
+			}
 			if final := res.apply(r, time.Since(start), progress, opts.Logger); final != "" {
 				if res.Verified = m.Bound(); !res.Verified {
 					final += unverifiedNote
@@ -239,6 +244,21 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, opts Options, p
 			}
 		}
 	}
+}
+
+// output emits an output status of one host (its new lines, or a
+// heartbeat) as an event; dropped holds each host's dropped_lines so far.
+func (res *Result) output(r protocol.BuildResponse, elapsed time.Duration, dropped map[string]int, progress tools.Progress) {
+	if r.Host == "" {
+		return
+	}
+	ev := tools.Event{Host: r.Host, Status: r.Status, Message: r.Message, Done: len(res.Results), Total: res.HostsTotal, Elapsed: elapsed, Running: r.Elapsed()}
+	var n int
+	ev.Lines, n = r.LinesSince(dropped[r.Host])
+	if _, known := dropped[r.Host]; known || len(dropped) < protocol.MaxDiscoveredHosts {
+		dropped[r.Host] = n // bounded: a builder names few hosts
+	}
+	progress.Emit(ev)
 }
 
 // apply takes one status from the builder into the result, emitting its
@@ -289,7 +309,8 @@ func (res *Result) apply(r protocol.BuildResponse, elapsed time.Duration, progre
 		}
 		return msg
 	default:
-		logger.Warn("ignoring build response with an unknown status", "status", r.Status)
+		// A later builder's extension: nothing to do with it here.
+		logger.Debug("ignoring build response with an unknown status", "status", r.Status)
 	}
 	return ""
 }

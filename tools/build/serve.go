@@ -322,7 +322,10 @@ func (s *Server) run(req protocol.BuildRequest, repo Repo, branch string, log *s
 		go func(host string) {
 			defer wg.Done()
 			defer func() { <-s.slots }()
-			finished(s.buildHost(repo, branch, host))
+			line, closeOutput := s.hostOutput(req, repo, base, host, log)
+			o := s.buildHost(repo, branch, host, line)
+			closeOutput() // the last lines go out before the host's progress
+			finished(o)
 		}(h)
 	}
 	wg.Wait()
@@ -375,11 +378,12 @@ func (s *Server) listHosts(repo Repo, branch string) ([]string, string, error) {
 		Path: s.cfg.Nix, Args: []string{"eval", "--json", "--refresh", ref, "--apply", "builtins.attrNames"},
 		Env: s.cfg.Env, TailLines: tailLines, TailBytes: tailBytes, KeepStdout: true,
 	})
+	res.Tail = protocol.NewRedactor(repo.URL).Text(res.Tail)
 	if err != nil {
 		if errors.Is(err, execx.ErrTimeout) {
 			return nil, res.Tail, fmt.Errorf("nix eval exceeded the %s timeout and was killed", s.cfg.Timeout)
 		}
-		return nil, res.Tail, fmt.Errorf("nix eval: %v", err)
+		return nil, res.Tail, fmt.Errorf("nix eval: %v", protocol.NewRedactor(repo.URL).Text(err.Error()))
 	}
 	var names []string
 	if err := json.Unmarshal(res.Stdout, &names); err != nil {
@@ -404,7 +408,7 @@ func (s *Server) listHosts(repo Repo, branch string) ([]string, string, error) {
 
 // buildHost runs nix build for one host in its own process group, killed
 // with it at the per-host timeout or at shutdown.
-func (s *Server) buildHost(repo Repo, branch, host string) hostOutcome {
+func (s *Server) buildHost(repo Repo, branch, host string, line func(string)) hostOutcome {
 	out := hostOutcome{BuildHostResult: protocol.BuildHostResult{Host: host}}
 	ref, err := protocol.FlakeRef(repo.URL, branch, "nixosConfigurations."+host+".config.system.build.toplevel")
 	if err != nil {
@@ -416,9 +420,10 @@ func (s *Server) buildHost(repo Repo, branch, host string) hostOutcome {
 	start := time.Now()
 	res, err := execx.Run(ctx, execx.Cmd{
 		Path: s.cfg.Nix, Args: []string{"build", "--no-link", "--json", ref},
-		Env: s.cfg.Env, TailLines: tailLines, TailBytes: tailBytes, KeepStdout: true,
+		Env: s.cfg.Env, TailLines: tailLines, TailBytes: tailBytes, KeepStdout: true, OnLine: line,
 	})
 	out.DurationSeconds = time.Since(start).Seconds()
+	res.Tail = protocol.NewRedactor(repo.URL).Text(res.Tail)
 	switch {
 	case err == nil:
 		out.Success = true
@@ -433,7 +438,7 @@ func (s *Server) buildHost(repo Repo, branch, host string) hostOutcome {
 	default:
 		out.ErrorCode = protocol.ErrBuildFailed
 		// Nix's own error is the message; fall back to ours without one.
-		out.tail = fmt.Sprintf("nix build failed: %v", err)
+		out.tail = protocol.NewRedactor(repo.URL).Text(fmt.Sprintf("nix build failed: %v", err))
 		if res.Tail != "" {
 			out.tail = res.Tail
 		}

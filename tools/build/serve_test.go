@@ -67,7 +67,21 @@ func (r *recorder) all() []tools.Event {
 	return append([]tools.Event(nil), r.events...)
 }
 
+// send sends req and returns the result and the status events (output
+// events are left out; sendAll keeps them).
 func (rg *rig) send(t *testing.T, req build.Request) (build.Result, []tools.Event) {
+	t.Helper()
+	res, all := rg.sendAll(t, req)
+	var events []tools.Event
+	for _, e := range all {
+		if e.Status != protocol.StatusOutput {
+			events = append(events, e)
+		}
+	}
+	return res, events
+}
+
+func (rg *rig) sendAll(t *testing.T, req build.Request) (build.Result, []tools.Event) {
 	t.Helper()
 	var rec recorder
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)

@@ -146,9 +146,24 @@ type hostState struct {
 	firstAt  time.Duration
 	lastAt   time.Duration
 	terminal bool
+	// dropped is the host's dropped_lines as of its last output status.
+	dropped int
 	// heard: a status of the host was counted; verified: the latest one
 	// came on the host's own subject (binding.go).
 	heard, verified bool
+}
+
+// output takes an output status of the host and emits it as an event
+// with its lines and running time; the host's status stays what it was
+// (started, once it runs).
+func (h *hostState) output(r protocol.DeployResponse, elapsed time.Duration, progress tools.Progress, ev tools.Event) {
+	if h.resp.Status == "" {
+		h.resp = protocol.DeployResponse{Hostname: r.Hostname, Status: protocol.StatusStarted, Message: r.Message}
+	}
+	h.lastAt = elapsed
+	ev.Host, ev.Status, ev.Message, ev.Running = r.Hostname, r.Status, r.Message, r.Elapsed()
+	ev.Lines, h.dropped = r.LinesSince(h.dropped)
+	progress.Emit(ev)
 }
 
 // Send publishes a deploy request on conn and collects the answers until
@@ -310,6 +325,12 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, opts Options, p
 				done-- // an offline or silent member answered after all
 			}
 			if h.terminal {
+				continue
+			}
+			if r.Status == protocol.StatusOutput {
+				// Live output or a heartbeat: never terminal, and proof of
+				// life of a host whose earlier statuses were missed.
+				h.output(r, elapsed, progress, tools.Event{Action: string(req.Action), Done: done, Total: len(hosts), Elapsed: elapsed})
 				continue
 			}
 			h.resp = r

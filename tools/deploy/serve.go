@@ -40,6 +40,12 @@ type ServerConfig struct {
 	Timeout time.Duration
 	// Exec runs nixos-rebuild (default NixosRebuild).
 	Exec Executor
+	// Rebuild runs nixos-rebuild with live output and the rebuild lock
+	// (output.go). Default RunNixosRebuild, or Exec when only Exec is set.
+	Rebuild RebuildFunc
+	// LockFile, if set, is the rebuild lock that outlives the listener
+	// (lock.go): deploys are refused while another process holds it.
+	LockFile string
 	// Publish sends one reply; the subject has been validated.
 	Publish func(subject string, data []byte) error
 	Metrics *Metrics
@@ -78,6 +84,13 @@ type Server struct {
 	cfg  ServerConfig
 	core *serve.Core
 	busy atomic.Bool
+	// lock is the rebuild lock (nil without LockFile); held is its hold
+	// for the deploy in progress (lock.go).
+	lock *RebuildLock
+	held *HeldLock
+	// redact hides the flake URL's credentials in everything that leaves
+	// the host: statuses, output, logs.
+	redact *protocol.Redactor
 	last atomic.Pointer[protocol.LastDeploy]
 	// running is the deploy in progress (audit.go).
 	running atomic.Pointer[Running]
@@ -117,6 +130,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 600 * time.Second
 	}
+	if cfg.Rebuild == nil {
+		cfg.Rebuild = RunNixosRebuild
+		if cfg.Exec != nil {
+			cfg.Rebuild = execOnly(cfg.Exec)
+		}
+	}
 	if cfg.Exec == nil {
 		cfg.Exec = NixosRebuild
 	}
@@ -129,11 +148,15 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	core := serve.New(serve.Config{
 		ReplyPrefix: protocol.DeployResponsesPrefix, ReplayWindow: cfg.ReplayWindow, Now: cfg.Now, Logger: cfg.Logger,
 	})
-	return &Server{cfg: cfg, core: core}, nil
+	lock, err := openLock(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{cfg: cfg, core: core, lock: lock, redact: protocol.NewRedactor(cfg.FlakeURL)}, nil
 }
 
 // Busy reports whether a deploy is running.
-func (s *Server) Busy() bool { return s.busy.Load() }
+func (s *Server) Busy() bool { return s.busy.Load() || s.lockedElsewhere() }
 
 // Handle processes one raw request that came without headers, hence
 // unsigned. It returns quickly; the deploy runs in its own goroutine.
@@ -198,6 +221,13 @@ func (s *Server) HandleMsg(subject string, header nats.Header, data []byte) {
 		reject(protocol.ErrAlreadyRunning, "another deploy is running on "+s.cfg.Hostname+"; try again when it has finished")
 		return
 	}
+	if err := s.takeLock(); err != nil {
+		s.busy.Store(false)
+		s.core.Done()
+		log.Warn("rejected deploy: the rebuild lock is taken", "err", err)
+		reject(protocol.ErrAlreadyRunning, err.Error())
+		return
+	}
 	s.running.Store(&Running{ID: req.ID, Caller: caller, Subject: subject, Action: req.Action, Revision: req.Revision, Arrived: arrived})
 	s.changed()
 	if caller != "" {
@@ -218,6 +248,7 @@ func (s *Server) run(req protocol.DeployRequest, flakeRef string, log *slog.Logg
 			s.cfg.Metrics.InProgress.Set(0)
 		}
 		s.running.CompareAndSwap(cur, nil)
+		s.releaseLock()
 		s.busy.Store(false)
 	})
 	defer release()
@@ -228,12 +259,12 @@ func (s *Server) run(req protocol.DeployRequest, flakeRef string, log *slog.Logg
 		s.cfg.BeforeDeploy(req.Action)
 	}
 	argv := []string{"nixos-rebuild", string(req.Action), "--flake", flakeRef}
-	log.Info("deploy started", "flake", flakeRef)
-	s.reply(req, protocol.StatusStarted, protocol.ErrNone, "running nixos-rebuild "+string(req.Action)+" --flake "+flakeRef, 0)
+	log.Info("deploy started", "flake", s.redact.Text(flakeRef))
+	s.reply(req, protocol.StatusStarted, protocol.ErrNone, "running nixos-rebuild "+string(req.Action)+" --flake "+s.redact.Text(flakeRef), 0)
 
 	ctx, cancel := context.WithTimeout(s.core.Context(), s.cfg.Timeout)
 	start := time.Now()
-	tail, err := s.cfg.Exec(ctx, argv)
+	tail, err := s.rebuild(ctx, req, argv, log)
 	cancel()
 	dur := time.Since(start)
 
@@ -249,7 +280,7 @@ func (s *Server) run(req protocol.DeployRequest, flakeRef string, log *slog.Logg
 		msg = fmt.Sprintf("the listener on %s was stopped and killed nixos-rebuild %s after its shutdown grace period", s.cfg.Hostname, req.Action)
 	default:
 		status, code = protocol.StatusFailed, protocol.ErrBuildFailed
-		msg = fmt.Sprintf("nixos-rebuild %s failed: %v", req.Action, err)
+		msg = s.redact.Text(fmt.Sprintf("nixos-rebuild %s failed: %v", req.Action, err))
 	}
 	if status != protocol.StatusCompleted && tail != "" {
 		msg += "\n" + tail
@@ -298,9 +329,11 @@ func (s *Server) count(status protocol.Status, action protocol.Action, code prot
 }
 
 func (s *Server) reply(req protocol.DeployRequest, status protocol.Status, code protocol.ErrorCode, msg string, dur time.Duration) {
-	if !s.core.ReplyAllowed(req.ReplyTo) {
-		return
-	}
+	s.send(req, s.response(req, status, code, msg, dur))
+}
+
+// response is the status to send for req.
+func (s *Server) response(req protocol.DeployRequest, status protocol.Status, code protocol.ErrorCode, msg string, dur time.Duration) protocol.DeployResponse {
 	resp := protocol.DeployResponse{
 		ID: req.ID, Hostname: s.cfg.Hostname, Status: status, Error: code, Message: s.cfg.MessagePrefix + msg,
 		Tier: s.cfg.Tier, DurationSeconds: dur.Seconds(),
@@ -308,6 +341,15 @@ func (s *Server) reply(req protocol.DeployRequest, status protocol.Status, code 
 	if protocol.ValidateAction(string(req.Action)) == nil {
 		resp.Action = req.Action
 		resp.Revision = req.Revision
+	}
+	return resp
+}
+
+// send publishes resp to req's reply subject.
+func (s *Server) send(req protocol.DeployRequest, resp protocol.DeployResponse) {
+	status := resp.Status
+	if !s.core.ReplyAllowed(req.ReplyTo) {
+		return
 	}
 	data, err := json.Marshal(resp)
 	if err != nil {
