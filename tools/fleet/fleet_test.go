@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -289,4 +291,46 @@ func TestSystemRead(t *testing.T) {
 	if got := (SystemPaths{Root: t.TempDir()}).Read(); got != (System{}) {
 		t.Errorf("empty root: %+v", got)
 	}
+}
+
+// Entries rewritten while a read runs are still read: every read of a
+// tier whose listeners keep rewriting their entries returns all of them.
+func TestReadWhileEntriesChange(t *testing.T) {
+	t.Parallel()
+	users := []testenv.User{{Name: "all"}}
+	n := testenv.StartNATSWith(t, testenv.JetStream(t), users...)
+	all := n.Connect(t, "all")
+	const hosts = 20
+	var writers []*Writer
+	for i := 0; i < hosts; i++ {
+		w, err := NewWriter(WriterConfig{Conn: all, Hostname: "h" + strconv.Itoa(i), Tier: "test", Version: "v", Interval: time.Hour, System: SystemPaths{Root: t.TempDir()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeOnce(t, w)
+		writers = append(writers, w)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, w := range writers {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					_ = w.write(t.Context(), false)
+				}
+			}
+		})
+	}
+	reader := n.Connect(t, "all")
+	for i := 0; i < 30; i++ {
+		got, err := ReadTier(t.Context(), reader, "test", ReadOptions{})
+		if err != nil || len(got) != hosts {
+			t.Errorf("read %d while entries change: %d hosts, %v", i, len(got), err)
+		}
+	}
+	close(stop)
+	wg.Wait()
 }

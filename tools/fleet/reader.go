@@ -95,7 +95,7 @@ func ReadTier(ctx context.Context, conn *protocol.Conn, tier string, opts ReadOp
 
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
-	c := collector{tier: tier, hosts: map[string]Host{}, opts: opts}
+	c := collector{tier: tier, hosts: map[string]Host{}, keys: map[string]bool{}, opts: opts}
 	body, _ := json.Marshal(consumerCreate{Stream: protocol.FleetStream, Config: consumerConfig{
 		Name: id, DeliverSubject: reply, DeliverPolicy: "last_per_subject", AckPolicy: "none",
 		ReplayPolicy: "instant", FilterSubject: protocol.FleetTierFilter(tier),
@@ -109,13 +109,11 @@ func ReadTier(ctx context.Context, conn *protocol.Conn, tier string, opts ReadOp
 	if err := json.Unmarshal(data, &info); err != nil {
 		return nil, fmt.Errorf("read the %s tier of the fleet registry: consumer info: %v", tier, err)
 	}
-	if info.NumPending == 0 && c.seen == 0 {
-		c.done = true
-	}
-	for !c.done {
+	c.want, c.created = int(min(info.NumPending, 1<<30)), true
+	for !c.done() {
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("read the %s tier of the fleet registry: %w: %d of %d entries within %s", tier, ErrNoAnswer, c.seen, info.NumPending, opts.Timeout)
+			return nil, fmt.Errorf("read the %s tier of the fleet registry: %w: %d of %d entries within %s", tier, ErrNoAnswer, len(c.keys), c.want, opts.Timeout)
 		case m := <-r.msgs:
 			c.add(m)
 		}
@@ -128,21 +126,33 @@ type collector struct {
 	tier  string
 	hosts map[string]Host
 	opts  ReadOptions
-	seen  int
-	done  bool
+	// keys are the keys delivered; want is how many the consumer had
+	// pending when it was created; caughtUp is set by a delivery with
+	// nothing pending after it.
+	keys     map[string]bool
+	want     int
+	created  bool
+	caughtUp bool
 }
 
-// add takes one delivery. The last one of the initial set carries no
-// pending count: then the read is complete.
+// done reports whether every key has been read. Nothing pending is not
+// enough: an entry rewritten while the read runs is not delivered in its
+// place among the initial ones but after them, while the last initial one
+// already says nothing is pending. A key never disappears from the bucket
+// (entries are only ever replaced), so the read waits until it has as
+// many keys as were pending at the start.
+func (c *collector) done() bool {
+	return c.created && len(c.keys) >= c.want && (c.caughtUp || c.want == 0)
+}
+
+// add takes one delivery.
 func (c *collector) add(m *nats.Msg) {
 	meta, err := m.Metadata()
 	if err != nil || meta.Stream != protocol.FleetStream {
 		return // not a delivery of the consumer
 	}
-	c.seen++
-	if meta.NumPending == 0 {
-		c.done = true
-	}
+	c.keys[m.Subject] = true
+	c.caughtUp = meta.NumPending == 0
 	if op := m.Header.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
 		return
 	}
