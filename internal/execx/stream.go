@@ -148,11 +148,12 @@ func (s *Stream) Line(line string) {
 	}
 }
 
-// tick sends a batch when there is news, or a heartbeat when nothing went
-// out for Heartbeat.
+// tick sends a batch when there is news, or a heartbeat on the last tick
+// before nothing would have gone out for longer than Heartbeat (ticks come
+// every Interval), so that the gap stays within Heartbeat.
 func (s *Stream) tick() {
 	now := s.o.Now()
-	b, ok := s.take(now, now.Sub(s.lastSend) >= s.o.Heartbeat)
+	b, ok := s.take(now, now.Sub(s.lastSend)+s.o.Interval >= s.o.Heartbeat)
 	if ok {
 		s.o.Send(b)
 	}

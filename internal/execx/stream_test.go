@@ -72,17 +72,22 @@ func TestStreamHeartbeat(t *testing.T) {
 	h := newStreamHarness(StreamOptions{})
 	h.s.Line("building")
 	h.advance(time.Second)
-	for i := 0; i < 9; i++ {
-		h.advance(500 * time.Millisecond) // 1.5 s … 5.5 s
+	for i := 0; i < 8; i++ {
+		h.advance(500 * time.Millisecond) // 1.5 s … 5 s
 	}
-	h.advance(500 * time.Millisecond) // 6 s: 5 s since the batch
+	if b := h.got(); len(b) != 1 {
+		t.Fatalf("batches = %+v before a heartbeat is due", b)
+	}
+	// 5.5 s: the next tick would leave 5 s without a status.
+	h.advance(500 * time.Millisecond)
+	h.advance(500 * time.Millisecond) // 6 s: nothing new, none due
 	h.s.Close()
 	b := h.got()
 	if len(b) != 2 {
 		t.Fatalf("batches = %+v, want a batch and one heartbeat", b)
 	}
 	hb := b[1]
-	if len(hb.Lines) != 0 || hb.Last != "building" || hb.Elapsed != 6*time.Second {
+	if len(hb.Lines) != 0 || hb.Last != "building" || hb.Elapsed != 5500*time.Millisecond {
 		t.Errorf("heartbeat = %+v", hb)
 	}
 }
