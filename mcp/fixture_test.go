@@ -3,6 +3,7 @@ package mcpserver_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	mcpserver "github.com/homelab-deploy/homelab-deploy/mcp"
 	"github.com/homelab-deploy/homelab-deploy/protocol"
 	"github.com/homelab-deploy/homelab-deploy/tools"
+	"github.com/homelab-deploy/homelab-deploy/tools/deploy"
 	"github.com/homelab-deploy/homelab-deploy/tools/registry"
 )
 
@@ -37,13 +39,25 @@ var fleetHosts = []host{
 
 var slowHost = host{"slowhost", "test", "slow"}
 
+// gateHost's nixos-rebuild prints a line, then runs until the test opens
+// its gate (fleet.open), then prints another and succeeds.
+var gateHost = host{"gatehost", "test", "gate"}
+
+// gateLine is the line gateHost's nixos-rebuild prints while it waits.
+const gateLine = "building the system configuration..."
+
 // fleet is an embedded NATS server with SPEC's credentials and real
 // in-process listeners whose nixos-rebuild is a recording stand-in.
 type fleet struct {
 	nats *testenv.NATS
 	mu   sync.Mutex
 	argv map[string][][]string // host -> recorded nixos-rebuild argv
+	gate chan struct{}         // closed by open
+	once sync.Once
 }
+
+// open lets gateHost's nixos-rebuild finish.
+func (f *fleet) open() { f.once.Do(func() { close(f.gate) }) }
 
 func newFleet(t *testing.T, extra ...host) *fleet {
 	t.Helper()
@@ -56,7 +70,8 @@ func newFleet(t *testing.T, extra ...host) *fleet {
 	for _, h := range hosts {
 		users = append(users, testenv.User{Name: h.name, Permissions: testenv.ListenerPerms(h.tier, h.name, h.role)})
 	}
-	f := &fleet{nats: testenv.StartNATS(t, users...), argv: map[string][][]string{}}
+	f := &fleet{nats: testenv.StartNATS(t, users...), argv: map[string][][]string{}, gate: make(chan struct{})}
+	t.Cleanup(f.open)
 	for _, h := range hosts {
 		f.startListener(t, h)
 	}
@@ -69,13 +84,29 @@ func (f *fleet) startListener(t *testing.T, h host) {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan struct{})
 	done := make(chan error, 1)
-	exec := func(ctx context.Context, argv []string) (string, error) {
+	rebuild := func(ctx context.Context, r deploy.Rebuild) (string, error) {
+		argv := r.Argv
 		f.mu.Lock()
 		f.argv[h.name] = append(f.argv[h.name], append([]string(nil), argv...))
 		f.mu.Unlock()
-		if h == slowHost {
+		switch {
+		case h == slowHost:
 			<-ctx.Done()
 			return "", ctx.Err()
+		case h == gateHost:
+			r.Line(gateLine)
+			select {
+			case <-f.gate:
+			case <-ctx.Done():
+				return "", ctx.Err()
+			}
+			r.Line("activating the configuration...")
+		case strings.HasSuffix(argv[len(argv)-1], "ref=broken#"+h.name):
+			// A failure with several lines of output, as Nix writes it.
+			r.Line("building the system configuration...")
+			r.Line("error: attribute 'broken' missing")
+			r.Line("       at /nix/store/flake.nix:12:5")
+			return "building the system configuration...\nerror: attribute 'broken' missing\n       at /nix/store/flake.nix:12:5", errors.New("exit status 1")
 		}
 		return "", nil
 	}
@@ -83,7 +114,7 @@ func (f *fleet) startListener(t *testing.T, h host) {
 		done <- listener.Run(ctx, listener.Config{
 			Hostname: h.name, Tier: h.tier, Role: h.role, FlakeURL: flakeURL,
 			Timeout: time.Hour, ShutdownGrace: 50 * time.Millisecond, Version: "test",
-			Conn: conn, Exec: exec, Ready: func(*listener.Listener) { close(ready) },
+			Conn: conn, Rebuild: rebuild, Ready: func(*listener.Listener) { close(ready) },
 		})
 	}()
 	t.Cleanup(func() {

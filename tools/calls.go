@@ -261,12 +261,12 @@ func Track[R Result](ctx context.Context, env Env, id string, wait bool, tr Trac
 			tr.Apply(e)
 			mu.Unlock()
 		})
-		once.Do(func() { close(first) })
 		attached.Lock()
 		if !detached {
 			progress.Emit(e)
 		}
 		attached.Unlock()
+		once.Do(func() { close(first) })
 	}
 	if wait {
 		r, err := work(ctx, track)
