@@ -97,7 +97,7 @@ func (m *groupMembers) start(hosts map[string]*hostState, action protocol.Action
 		hosts[name] = &hostState{terminal: true, resp: protocol.DeployResponse{
 			Hostname: name, Status: protocol.StatusFailed, Error: ErrOffline,
 			Message: fmt.Sprintf("offline in the fleet registry (%s; last seen %s): not deployed; deploy it when it is back, or leave offline hosts out with --skip-offline (MCP: skip_offline)",
-				offlineWhy(h), h.LastSeen.UTC().Format(time.RFC3339)),
+				offlineWhy(h), fleet.Stamp(h.LastSeen)),
 		}}
 		m.marked[name] = true
 		n++
@@ -141,7 +141,7 @@ func (m *groupMembers) silent(hosts map[string]*hostState, elapsed time.Duration
 		hosts[name] = &hostState{terminal: true, firstAt: elapsed, lastAt: elapsed, resp: protocol.DeployResponse{
 			Hostname: name, Status: protocol.StatusFailed, Error: ErrNoAnswer,
 			Message: fmt.Sprintf("online in the fleet registry (last seen %s) but no answer within %s: its listener may be stuck or cut off from NATS; if it answers later it still deploys",
-				h.LastSeen.UTC().Format(time.RFC3339), m.window),
+				fleet.Stamp(h.LastSeen), m.window),
 		}}
 		m.marked[name] = true
 		delete(m.pending, name)
@@ -169,7 +169,7 @@ func (m *groupMembers) annotate(res *Result, hosts map[string]*hostState) {
 	res.Members = "registry"
 	for i := range res.Hosts {
 		if h, ok := m.offline[res.Hosts[i].Hostname]; ok && m.marked[res.Hosts[i].Hostname] {
-			res.Hosts[i].LastSeen = h.LastSeen.UTC().Format(time.RFC3339)
+			res.Hosts[i].LastSeen = fleet.Stamp(h.LastSeen)
 		}
 	}
 	if !m.skipOffline {
@@ -182,7 +182,7 @@ func (m *groupMembers) annotate(res *Result, hosts map[string]*hostState) {
 		}
 		h := m.offline[name]
 		res.Skipped = append(res.Skipped, HostResult{Hostname: name, Status: StatusSkipped, Error: ErrOffline,
-			Message: fmt.Sprintf("offline in the fleet registry (%s): skipped (skip_offline)", offlineWhy(h)), LastSeen: h.LastSeen.UTC().Format(time.RFC3339)})
+			Message: fmt.Sprintf("offline in the fleet registry (%s): skipped (skip_offline)", offlineWhy(h)), LastSeen: fleet.Stamp(h.LastSeen)})
 	}
 }
 

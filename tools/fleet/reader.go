@@ -234,3 +234,10 @@ func Read(ctx context.Context, conn *protocol.Conn, tiers []string, opts ReadOpt
 func Unusable(err error) bool {
 	return errors.Is(err, ErrNoJetStream) || errors.Is(err, ErrNoBucket) || errors.Is(err, ErrNotPermitted) || errors.Is(err, ErrNoAnswer)
 }
+
+// Stamp renders a time as last_seen is shown: RFC 3339, UTC, to the
+// millisecond (a host stopped a moment ago is told from one stopped a
+// second ago).
+func Stamp(t time.Time) string {
+	return t.UTC().Truncate(time.Millisecond).Format("2006-01-02T15:04:05.000Z07:00")
+}

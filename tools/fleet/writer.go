@@ -67,6 +67,8 @@ type Writer struct {
 	ready   bool  // the bucket is known to exist and be sound
 	off     error // a reason not to try again (permissions, a foreign bucket)
 	lastErr string
+	// reported is set once the first outcome was logged.
+	reported bool
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -263,14 +265,14 @@ func (w *Writer) report(err error) {
 	if err != nil {
 		msg = err.Error()
 	}
-	if msg == w.lastErr {
+	if w.reported && msg == w.lastErr {
 		return
 	}
-	prev := w.lastErr
-	w.lastErr = msg
+	first := !w.reported
+	w.lastErr, w.reported = msg, true
 	log := w.cfg.Logger
 	switch {
-	case err == nil && prev == "":
+	case err == nil && first:
 		log.Info("registered in the fleet registry", "bucket", protocol.FleetBucket, "key", protocol.FleetKey(w.cfg.Tier, w.cfg.Hostname), "heartbeat", w.cfg.Interval)
 	case err == nil:
 		log.Info("fleet registry entry written again", "key", protocol.FleetKey(w.cfg.Tier, w.cfg.Hostname))

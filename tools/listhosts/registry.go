@@ -78,7 +78,7 @@ func list(ctx context.Context, conn *protocol.Conn, req Request, log *slog.Logge
 		return res, err
 	}
 	res.Source = SourceDiscovery
-	seen := time.Now().UTC().Format(time.RFC3339)
+	seen := fleet.Stamp(time.Now())
 	for i := range res.Hosts {
 		res.Hosts[i].Online, res.Hosts[i].LastSeen = true, seen
 	}
@@ -145,7 +145,7 @@ func fromEntry(h fleet.Host) Host {
 	out := Host{
 		Hostname: h.Hostname, Tier: h.Tier, Role: h.Role, Subjects: h.Subjects, Version: h.Version,
 		Busy: h.RunningDeploy != nil, LastDeploy: h.LastDeploy, RunningDeploy: h.RunningDeploy,
-		Online: h.Online, LastSeen: h.LastSeen.UTC().Format(time.RFC3339), Stopped: h.Stopped,
+		Online: h.Online, LastSeen: fleet.Stamp(h.LastSeen), Stopped: h.Stopped,
 		System: &System{
 			Current: h.CurrentSystem, Booted: h.BootedSystem, RebootRequired: h.RebootRequired,
 			Generation: h.Generation, UptimeSeconds: h.UptimeSeconds,
