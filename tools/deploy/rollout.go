@@ -13,6 +13,7 @@ import (
 
 	"github.com/homelab-deploy/homelab-deploy/protocol"
 	"github.com/homelab-deploy/homelab-deploy/tools"
+	"github.com/homelab-deploy/homelab-deploy/tools/fleet"
 	"github.com/homelab-deploy/homelab-deploy/tools/listhosts"
 )
 
@@ -93,31 +94,53 @@ func (s Staging) check(subject string) error {
 }
 
 // member is one host of a staged rollout and the subject that reaches it
-// alone.
+// alone; offline is set for a member the fleet registry has offline.
 type member struct {
 	name, subject string
+	offline       *fleet.Host
 }
 
-// Members finds the hosts of a group target: the hosts whose listeners take
+// members finds the hosts of a group target: the hosts whose listeners take
 // deploys on the group's subject, each with a subject that reaches it
-// alone. It asks discovery; the answer is sorted by hostname.
+// alone, sorted by hostname. It reads the fleet registry when the server
+// has one (offline members included), else asks discovery.
 func members(ctx context.Context, conn *protocol.Conn, subject string, opts Options) ([]member, error) {
 	t, err := protocol.ParseDeploySubject(subject)
 	if err != nil {
 		return nil, err
 	}
-	found, err := listhosts.Discover(ctx, conn, t.Tier, protocol.DefaultDiscoverSubject, opts.Discover)
-	if err != nil {
-		return nil, fmt.Errorf("find the members of %s: %w", subject, err)
+	type candidate struct {
+		name     string
+		subjects []string
+		offline  *fleet.Host
+	}
+	var cands []candidate
+	if hosts, err := fleet.ReadTier(ctx, conn, t.Tier, fleet.ReadOptions{Timeout: memberReadTimeout}); err == nil {
+		for _, h := range hosts {
+			c := candidate{name: h.Hostname, subjects: h.Subjects}
+			if !h.Online {
+				c.offline = &h
+			}
+			cands = append(cands, c)
+		}
+	} else {
+		opts.Logger.Debug("rollout members not known from the fleet registry; asking discovery", "subject", subject, "reason", err)
+		found, err := listhosts.Discover(ctx, conn, t.Tier, protocol.DefaultDiscoverSubject, opts.Discover)
+		if err != nil {
+			return nil, fmt.Errorf("find the members of %s: %w", subject, err)
+		}
+		for _, h := range found.Hosts {
+			cands = append(cands, candidate{name: h.Hostname, subjects: h.Subjects})
+		}
 	}
 	var out []member
-	for _, h := range found.Hosts {
-		if !slices.Contains(h.Subjects, subject) {
+	for _, h := range cands {
+		if !slices.Contains(h.subjects, subject) {
 			continue
 		}
 		own := ""
-		for _, s := range h.Subjects {
-			if ht, err := protocol.ParseDeploySubject(s); err == nil && ht.Kind == protocol.TargetHost && ht.Name == h.Hostname {
+		for _, s := range h.subjects {
+			if ht, err := protocol.ParseDeploySubject(s); err == nil && ht.Kind == protocol.TargetHost && ht.Name == h.name {
 				own = s
 				break
 			}
@@ -125,9 +148,9 @@ func members(ctx context.Context, conn *protocol.Conn, subject string, opts Opti
 		if own == "" {
 			// A listener without a subject of its own cannot be deployed
 			// to alone; it is reported, not silently left out.
-			own = protocol.DeploySubject(t.Tier, h.Hostname)
+			own = protocol.DeploySubject(t.Tier, h.name)
 		}
-		out = append(out, member{name: h.Hostname, subject: own})
+		out = append(out, member{name: h.name, subject: own, offline: h.offline})
 	}
 	slices.SortFunc(out, func(a, b member) int { return strings.Compare(a.name, b.name) })
 	return out, nil
@@ -214,6 +237,7 @@ func Rollout(ctx context.Context, conn *protocol.Conn, req Request, s Staging, o
 			switch {
 			case h.Status == protocol.StatusCompleted:
 				res.Completed++
+			case h.Status == StatusSkipped:
 			case h.Status.Terminal():
 				res.Failed++
 			default:
@@ -257,6 +281,16 @@ func runBatch(ctx context.Context, conn *protocol.Conn, req Request, batch []mem
 	ids := make([]string, len(batch))
 	errs := make([]error, len(batch))
 	for i, m := range batch {
+		if m.offline != nil {
+			// Nobody would answer: the registry says why, at once.
+			results[i] = HostResult{Hostname: m.name, Status: protocol.StatusFailed, Error: ErrOffline,
+				Message: fmt.Sprintf("offline in the fleet registry (%s; last seen %s): not deployed", offlineWhy(*m.offline), fleet.Stamp(m.offline.LastSeen))}
+			if opts.SkipOffline {
+				results[i].Status, results[i].Error = StatusSkipped, protocol.ErrNone
+				results[i].Message = "offline in the fleet registry: left out (skip_offline)"
+			}
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
