@@ -40,7 +40,9 @@ func newNATSConfig(r *Root) *natsConfigCmd {
 			"  admin-deployer    publish and subscribe deploy.>\n" +
 			"  build-client      publish build.<repo>.*; subscribe build.responses.>\n" +
 			"  mcp               the test deployer's, plus the build client's when there is a builder\n" +
-			"                    (unless `mcp: {builds: false}`); deploy_admin uses admin-deployer\n\n" +
+			"                    (unless `mcp: {builds: false}`); deploy_admin uses admin-deployer\n" +
+			"and, for the fleet registry on a server with JetStream, each listener its own key of the\n" +
+			"homelab_deploy_fleet bucket and each deployer the entries of the tiers it may deploy to.\n\n" +
 			"Public keys come from `nkey:` in the fleet file, else <keys-dir>/<name>.pub, else the seed\n" +
 			"<keys-dir>/<name>.nkey; with --generate-keys missing pairs are created. --json prints\n" +
 			"{\"authorization\": {\"users\": [...]}} to merge into services.nats.settings.\n\n" +
