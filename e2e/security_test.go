@@ -262,6 +262,10 @@ func hostileRawCases() []rawCase {
 	dep("null action", `{"action":null,"revision":"main","reply_to":"%[1]s"}`, protocol.ErrInvalidAction)
 	dep("unknown field flake", `{"action":"switch","revision":"main","reply_to":"%[1]s","flake":"github:evil/x"}`, protocol.ErrInvalidRequest)
 	dep("unknown field hostname", `{"action":"switch","revision":"main","reply_to":"%[1]s","hostname":"dns1"}`, protocol.ErrInvalidRequest)
+	// Field names are exact: encoding/json alone would take these.
+	dep("case-folded field", `{"action":"switch","REVISION":"main","reply_to":"%[1]s"}`, protocol.ErrInvalidRequest)
+	dep("duplicate key", `{"action":"switch","revision":"main","revision":"evil","reply_to":"%[1]s"}`, protocol.ErrInvalidRequest)
+	dep("id of the wrong type", `{"id":5,"action":"switch","revision":"main","reply_to":"%[1]s"}`, protocol.ErrInvalidRequest)
 	dep("wrong type", `{"action":5,"revision":"main","reply_to":"%[1]s"}`, protocol.ErrInvalidRequest)
 	dep("id with dots", `{"id":"a.b","action":"switch","revision":"main","reply_to":"%[1]s"}`, protocol.ErrInvalidRequest)
 	dep("id with wildcard", `{"id":">","action":"switch","revision":"main","reply_to":"%[1]s"}`, protocol.ErrInvalidRequest)
