@@ -25,6 +25,7 @@ type deployCmd struct {
 	AcceptWindow time.Duration
 	SkipOffline  bool
 	JSON         bool
+	Diff         bool
 	Follow       bool
 	staging      deploy.Staging
 	Flags        *ff.FlagSet
@@ -41,6 +42,7 @@ func newDeploy(r *Root) *deployCmd {
 	durationVar(c.Flags, &c.AcceptWindow, "accept-window", deploy.DefaultAcceptWindow, "for group subjects: with the fleet registry, how long a member has to answer before it is reported no_answer; without it, how long to wait for further hosts after the last status; in seconds or as a duration (env HOMELAB_DEPLOY_ACCEPT_WINDOW)")
 	c.Flags.BoolVar(&c.SkipOffline, 0, "skip-offline", "for group subjects: leave out the members the fleet registry has offline instead of failing on them (the summary lists them as skipped)")
 	c.Flags.BoolVar(&c.JSON, 0, "json", "print the result as JSON on stdout")
+	c.Flags.BoolVar(&c.Diff, 0, "diff", "preview instead of deploying: each host builds the new system without activating it and prints the closure diff against its running system and whether a reboot would be needed")
 	c.Flags.BoolVar(&c.Follow, 0, "follow", "print every line of nixos-rebuild's output on stderr as it arrives, prefixed with its host")
 	c.Flags.StringVar(&c.staging.Batch, 0, "batch", "", "roll a group subject out in batches of N hosts or N% of the group; each batch starts when the previous one completed")
 	c.Flags.StringVar(&c.staging.Canary, 0, "canary", "", "with a group subject: deploy this host alone first, and go on only if it completed")
@@ -117,6 +119,13 @@ func (c *deployCmd) exec(ctx context.Context, args []string) error {
 		return usagef("--action is empty: give switch, boot, test or dry-activate")
 	}
 	in.Branch, in.Action = c.Branch, c.Action
+	if c.Diff {
+		// A preview takes no action; --action keeps its default then.
+		in.Diff = true
+		if c.Action == "switch" {
+			in.Action = ""
+		}
+	}
 	in.TimeoutSeconds = int((c.Timeout + time.Second - 1) / time.Second)
 	in.AcceptWindowSeconds = c.AcceptWindow.Seconds()
 	in.Batch, in.Canary, in.MaxFailures = c.staging.Batch, c.staging.Canary, c.staging.MaxFailures

@@ -55,10 +55,10 @@ func newListener(r *Root) *listenerCmd {
 	durationVar(c.Flags, &c.ConfirmTimeout, "confirm-timeout", deploy.DefaultConfirmTimeout, "after a switch or test, how long NATS and every --health-check get to come good before the change is rolled back, in seconds or as a duration; 0 disables")
 	c.Flags.StringListVar(&c.HealthChecks, 0, "health-check", "command that must exit 0 after a switch or test, repeatable; run without a shell: [timeout=30s] PROGRAM [ARG...], words quoted with '...' or \"...\"")
 	c.Flags.StringListVar(&c.Trusted, 0, "trusted-deployer", "NKey user public key (U...) of a deployer whose signed requests are carried out, repeatable; when given, unsigned requests and requests signed by other keys are refused (unauthorized)")
+	c.Flags.StringVar(&c.LockFile, 0, "lock-file", "", "rebuild lock held by nixos-rebuild for as long as it runs, even if the listener dies; a restarted listener refuses deploys (already_running) while it is held (the NixOS module uses "+deploy.DefaultLockFile+"; empty: no lock)")
 	durationVar(c.Flags, &c.Fleet.Heartbeat, "fleet-heartbeat", fleet.DefaultInterval, "how often the listener rewrites its entry in the fleet registry (a JetStream bucket) when nothing changed, in seconds or as a duration; readers call the host offline after three; 0 writes no entry")
 	c.Flags.StringVar(&c.Fleet.SystemRoot, 0, "fleet-system-root", "/", "directory in which run/current-system, run/booted-system, nix/var/nix/profiles/system and proc/uptime are read for the fleet registry and the reboot and generation metrics")
 	c.Flags.IntVar(&c.Fleet.Replicas, 0, "fleet-replicas", 0, "replicas of the fleet registry bucket when this listener creates it (1-5); 0: 3 on a JetStream cluster, 1 on a single server")
-	c.Flags.StringVar(&c.LockFile, 0, "lock-file", "", "rebuild lock held by nixos-rebuild for as long as it runs, even if the listener dies; a restarted listener refuses deploys (already_running) while it is held (the NixOS module uses "+deploy.DefaultLockFile+"; empty: no lock)")
 	c.Flags.StringVar(&c.WatchUnitFile, 0, "watch-unit-file", "", "systemd unit file of this listener; after a switch that changed it, the listener exits so systemd restarts it on the new version")
 	c.Command = &ff.Command{
 		Name:      "listener",
@@ -118,10 +118,6 @@ func (c *listenerCmd) exec(ctx context.Context, args []string) error {
 		ConfirmTimeout: c.ConfirmTimeout, HealthChecks: checks,
 	}
 	cfg.TrustedDeployers = c.Trusted
-	if c.LockFile != "" && !filepath.IsAbs(c.LockFile) {
-		return usagef("--lock-file %q: give an absolute path, e.g. %s", c.LockFile, deploy.DefaultLockFile)
-	}
-	cfg.LockFile = c.LockFile
 	if cfg.Fleet = c.Fleet; cfg.Fleet.Heartbeat == 0 {
 		cfg.Fleet.Heartbeat = -1 // no entry
 	}
@@ -131,6 +127,10 @@ func (c *listenerCmd) exec(ctx context.Context, args []string) error {
 	if c.Fleet.Replicas < 0 || c.Fleet.Replicas > 5 {
 		return usagef("--fleet-replicas %d: give 1 to 5, or 0 for 3 on a cluster and 1 on a single server", c.Fleet.Replicas)
 	}
+	if c.LockFile != "" && !filepath.IsAbs(c.LockFile) {
+		return usagef("--lock-file %q: give an absolute path, e.g. %s", c.LockFile, deploy.DefaultLockFile)
+	}
+	cfg.LockFile = c.LockFile
 	if c.WatchUnitFile != "" {
 		cfg.WatchPaths = selfupdate.WatchPaths(c.WatchUnitFile, os.Args[0])
 	}

@@ -235,6 +235,9 @@ func serverConfig(cfg Config, conn *protocol.Conn, m *deploy.Metrics, log *slog.
 			Timeout: cfg.ConfirmTimeout, Checks: cfg.HealthChecks,
 			Connected: conn.IsConnected, SwitchToConfiguration: cfg.SwitchToConfiguration,
 		},
+		// A preview (diff) reads the running and booted system where the
+		// fleet entry does (--fleet-system-root).
+		Preview: deploy.Preview{SystemRoot: cfg.Fleet.SystemRoot},
 		OnRestart: func(why string) {
 			// The final status must be on the wire before the listener
 			// exits. Only then: a round trip per deploy is most of a

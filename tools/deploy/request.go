@@ -73,6 +73,10 @@ type HostResult struct {
 	Message         string             `json:"message" jsonschema:"what the host reported, in full: on failure it ends with the last lines of nixos-rebuild's output"`
 	DurationSeconds float64            `json:"duration_seconds" jsonschema:"seconds from the request to the host's final (or latest) status"`
 	Verified        bool               `json:"verified" jsonschema:"true when the host's status came on its own reply subject, which the NATS server lets only that host's credential publish on; false when it came on the bare reply subject (an older listener, or a server still granting listeners deploy.responses.>: regenerate it with nats-config), or when no status came"`
+	// Diff, DiffOmittedLines and RebootRequired are a preview's (diff.go).
+	Diff             string `json:"diff,omitempty" jsonschema:"with diff: the closure diff of the new system against the running one, one changed package per line (name: old version → new version, size change); empty when no package changed"`
+	DiffOmittedLines int    `json:"diff_omitted_lines,omitempty" jsonschema:"with diff: lines of the closure diff left out to keep the status small"`
+	RebootRequired   *bool  `json:"reboot_required,omitempty" jsonschema:"with diff: true when the new system's kernel, initrd or kernel modules differ from the booted system's, so only a reboot would activate them"`
 	// Output is the tail of the host's live output while it runs.
 	Output []string `json:"output,omitempty" jsonschema:"while the deploy runs: the last lines of nixos-rebuild's output so far"`
 	// LastSeen is set for a member the fleet registry has offline.
@@ -146,11 +150,11 @@ type hostState struct {
 	firstAt  time.Duration
 	lastAt   time.Duration
 	terminal bool
-	// dropped is the host's dropped_lines as of its last output status.
-	dropped int
 	// heard: a status of the host was counted; verified: the latest one
 	// came on the host's own subject (binding.go).
 	heard, verified bool
+	// dropped is the host's dropped_lines as of its last output status.
+	dropped int
 }
 
 // output takes an output status of the host and emits it as an event
@@ -182,7 +186,7 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, opts Options, p
 	if err != nil {
 		return Result{}, &tools.InputError{Err: err}
 	}
-	if err := protocol.ValidateAction(string(req.Action)); err != nil {
+	if err := protocol.ValidateRequestAction(string(req.Action)); err != nil {
 		return Result{}, &tools.InputError{Err: err}
 	}
 	if err := protocol.ValidateRevision(req.Revision); err != nil {
@@ -394,6 +398,8 @@ func collect(res *Result, hosts map[string]*hostState) {
 	res.Completed, res.Failed, res.Unfinished = 0, 0, 0
 	for name, h := range hosts {
 		hr := HostResult{Hostname: name, Status: h.resp.Status, Error: h.resp.Error, Message: h.resp.Message, DurationSeconds: protocol.Seconds(h.lastAt), Verified: h.verified}
+		hr.Diff, hr.DiffOmittedLines, hr.RebootRequired = string(h.resp.Diff), h.resp.Omitted(), h.resp.RebootRequired
+		explainOldListener(res.Action, &hr) // preview.go
 		switch {
 		case hr.Status == protocol.StatusCompleted:
 			res.Completed++

@@ -76,6 +76,8 @@ type ServerConfig struct {
 	// Confirm, if its Timeout is set, confirms a completed switch or test
 	// or rolls it back (confirm.go).
 	Confirm Confirm
+	// Preview configures the diff action (diff.go).
+	Preview Preview
 }
 
 // Server is the serve half of the deploy tool: it validates a request,
@@ -91,7 +93,7 @@ type Server struct {
 	// redact hides the flake URL's credentials in everything that leaves
 	// the host: statuses, output, logs.
 	redact *protocol.Redactor
-	last atomic.Pointer[protocol.LastDeploy]
+	last   atomic.Pointer[protocol.LastDeploy]
 	// running is the deploy in progress (audit.go).
 	running atomic.Pointer[Running]
 	// offline is a final status sent while NATS was down (confirm.go).
@@ -255,6 +257,10 @@ func (s *Server) run(req protocol.DeployRequest, flakeRef string, log *slog.Logg
 	if s.cfg.Metrics != nil {
 		s.cfg.Metrics.InProgress.Set(1)
 	}
+	if req.Action == protocol.ActionDiff {
+		s.preview(req, cur, release, log) // diff.go: builds and compares, activates nothing
+		return
+	}
 	if s.cfg.BeforeDeploy != nil {
 		s.cfg.BeforeDeploy(req.Action)
 	}
@@ -322,7 +328,7 @@ func (s *Server) count(status protocol.Status, action protocol.Action, code prot
 		return
 	}
 	a := string(action)
-	if protocol.ValidateAction(a) != nil {
+	if protocol.ValidateRequestAction(a) != nil {
 		a = ""
 	}
 	s.cfg.Metrics.Deployments.WithLabelValues(string(status), a, string(code)).Inc()
@@ -338,7 +344,7 @@ func (s *Server) response(req protocol.DeployRequest, status protocol.Status, co
 		ID: req.ID, Hostname: s.cfg.Hostname, Status: status, Error: code, Message: s.cfg.MessagePrefix + msg,
 		Tier: s.cfg.Tier, DurationSeconds: dur.Seconds(),
 	}
-	if protocol.ValidateAction(string(req.Action)) == nil {
+	if protocol.ValidateRequestAction(string(req.Action)) == nil {
 		resp.Action = req.Action
 		resp.Revision = req.Revision
 	}

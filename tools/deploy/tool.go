@@ -30,8 +30,9 @@ type Input struct {
 	Batch               string  `json:"batch,omitempty" jsonschema:"roll a group (all or role) out in batches of this many hosts (2) or this share of the group (25%); each batch starts when every host of the previous one completed"`
 	Canary              string  `json:"canary,omitempty" jsonschema:"with a group: deploy this member alone first, and go on only if it completed"`
 	MaxFailures         int     `json:"max_failures,omitempty" jsonschema:"in a staged rollout, how many failed hosts to tolerate before halting (default 0); hosts not yet started are reported skipped"`
-	Wait                *bool   `json:"wait,omitempty" jsonschema:"true (default): return when every host has finished. false: return at once, after the first host answered, with the request id and done false; then call status with that id until done is true. Use false for real deploys: a rebuild takes minutes"`
+	Diff                bool    `json:"diff,omitempty" jsonschema:"preview instead of deploying: each host builds the new system without activating it and reports the closure diff against its running system (changed packages and versions) and whether a reboot would be needed (reboot_required). Nothing is activated; give no action, batch or canary"`
 	SkipOffline         bool    `json:"skip_offline,omitempty" jsonschema:"for a group (all or role): leave out the members the fleet registry has offline instead of counting them as failed; they are listed in skipped"`
+	Wait                *bool   `json:"wait,omitempty" jsonschema:"true (default): return when every host has finished. false: return at once, after the first host answered, with the request id and done false; then call status with that id until done is true. Use false for real deploys: a rebuild takes minutes"`
 }
 
 // AdminInput is the `deploy_admin` tool's input: Input plus a tier.
@@ -69,6 +70,11 @@ func (in AdminInput) Check() (Call, error) {
 	staging := Staging{Batch: in.Batch, Canary: in.Canary, MaxFailures: in.MaxFailures}
 	if err := staging.check(req.Subject); err != nil {
 		return Call{}, err
+	}
+	if in.Diff {
+		if req, err = previewOf(in.Input, req, staging); err != nil {
+			return Call{}, err
+		}
 	}
 	return Call{Request: req, Staging: staging, Wait: in.Wait == nil || *in.Wait, Options: Options{
 		Timeout:      time.Duration(in.TimeoutSeconds) * time.Second,
@@ -235,6 +241,7 @@ func Tools() []tools.Tool {
 		Description: "Runs nixos-rebuild on hosts of the TEST tier only, from the fleet's git flake at the given branch. " +
 			"Target exactly one of: hostname (one host), all (every test host) or role (test hosts with that role); " +
 			"use list_hosts first to see the targets. It cannot reach prod hosts, whatever the input. " +
+			"Pass diff: true first to preview a change: each host builds the new system without activating it and returns the closure diff and reboot_required; show it to the user before deploying. " +
 			"Returns each host's final status (completed, failed, rejected) with its message and, on failure, the last lines of nixos-rebuild's output. " +
 			waitAdvice,
 		Annotations: tools.Annotations{ReadOnly: false, Destructive: true, Idempotent: false, OpenWorld: true},
@@ -245,7 +252,8 @@ func Tools() []tools.Tool {
 		Title: "Deploy NixOS configuration to any tier (admin)",
 		Description: "Runs nixos-rebuild on hosts of the given tier (test or prod) with the admin credential. " +
 			"Target exactly one of: hostname, all or role; use list_hosts first. Deploying to prod changes production machines: " +
-			"prefer dry-activate or test first, and confirm with the user before a prod switch. " +
+			"Before a prod switch, preview it with diff: true (each host builds the new system without activating it and returns the closure diff and reboot_required), " +
+			"show the diff to the user and confirm with them before deploying; prefer test before switch. " +
 			"Returns each host's final status with its message and, on failure, the last lines of nixos-rebuild's output. " +
 			waitAdvice,
 		Annotations: tools.Annotations{ReadOnly: false, Destructive: true, Idempotent: false, OpenWorld: true},
