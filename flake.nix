@@ -1,11 +1,12 @@
 {
   description = "homelab-deploy: deploy and pre-build NixOS configurations over NATS";
 
-  # A release branch, not nixos-unstable: there is no flake.lock in the
-  # repository yet (it needs the narHash of the nixpkgs source, which can
-  # only be computed by fetching it). Create one with `nix flake lock` and
-  # commit it; until then the branch bounds what a build can pick up.
-  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
+  # nixos-unstable, locked in flake.lock to one commit and its narHash
+  # (2026-06-29, Go 1.26 as its default go). Move it with
+  # `nix flake update nixpkgs`, then rerun scripts/update-vendor-hash and the
+  # tests; a consumer's `inputs.homelab-deploy.inputs.nixpkgs.follows`
+  # replaces it.
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-unstable";
 
   outputs =
     { self, nixpkgs }:
