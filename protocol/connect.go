@@ -296,7 +296,11 @@ func Connect(ctx context.Context, o ConnectOptions) (*Conn, error) {
 			}
 			if errors.Is(err, nats.ErrPermissionViolation) {
 				if r, _ := c.reported.Load().(string); r != err.Error() {
-					logger.Error(permissionDenied, attrs...)
+					if registryRefusal(err.Error()) {
+						logger.Debug(permissionDenied, attrs...)
+					} else {
+						logger.Error(permissionDenied, attrs...)
+					}
 				}
 				c.notifyPermission(err)
 				return
@@ -503,11 +507,31 @@ func (c *Conn) ConfirmSubscription(subject string) error {
 	err := c.LastError()
 	if err != nil && errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), `Subscription to "`+subject+`"`) {
 		c.reported.Store(err.Error())
-		c.logger.Error(permissionDenied, "err", err, "subject", subject)
+		if registryRefusal(err.Error()) {
+			c.logger.Debug(permissionDenied, "err", err, "subject", subject)
+		} else {
+			c.logger.Error(permissionDenied, "err", err, "subject", subject)
+		}
 		return err
 	}
 	c.confirmed.Store(prefix, true)
 	return nil
+}
+
+// registryRefusal reports whether a permission error is about the fleet
+// registry: its reply subjects, the JetStream API or the bucket's keys. The
+// registry's code reports those itself, in words that fit (a listener
+// warns that its entry is not written, list-hosts leaves out a tier the
+// credential may not read, a deployer falls back to discovery), so the
+// connection logs them at debug only: a tier that is not the
+// credential's, or a server set up before the registry, is not an error.
+func registryRefusal(msg string) bool {
+	for _, p := range []string{FleetReplyPrefix, "$JS.API.", FleetKeyPrefix} {
+		if strings.Contains(msg, `"`+p) {
+			return true
+		}
+	}
+	return false
 }
 
 // permissionDenied is how every refusal by the server is logged.

@@ -358,3 +358,42 @@ func TestConnectWithoutWaitFailsFast(t *testing.T) {
 	default:
 	}
 }
+
+// A refusal on a fleet registry subject is the registry code's to report
+// (a tier the credential may not read is left out with a note, a listener
+// warns that its entry is not written): the connection logs it at debug.
+// Any other refusal is logged as an error naming the subject.
+func TestRegistryRefusalsAreNotLoggedAsErrors(t *testing.T) {
+	t.Parallel()
+	srv := testenv.StartNATSWith(t, nil, testenv.User{Name: "narrow", Permissions: testenv.Ptr(protocol.Permissions{
+		Publish: []string{"allowed.>"}, Subscribe: []string{"allowed.>"}})})
+	var logs testenv.Buffer
+	c, err := protocol.Connect(context.Background(), protocol.ConnectOptions{URLs: srv.URL, NKeyFile: srv.Cred("narrow").SeedFile,
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, subject := range []string{protocol.FleetReplyPrefix + "read.prod.X.*", protocol.DeployResponsesPrefix + "Y"} {
+		if _, err := c.SubscribeSync(subject); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.ConfirmSubscription(subject); err == nil {
+			t.Fatalf("subscription to %s: the server's refusal was not reported", subject)
+		}
+	}
+	if err := c.Publish(protocol.FleetStreamInfoSubject, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.FlushTimeout(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // the asynchronous handler
+	out := logs.String()
+	if !strings.Contains(out, "level=ERROR") || !strings.Contains(out, protocol.DeployResponsesPrefix+"Y") {
+		t.Errorf("the refused deploy reply subscription was not logged as an error:\n%s", out)
+	}
+	if strings.Contains(out, "fleet.") || strings.Contains(out, "$JS.API") {
+		t.Errorf("a fleet registry refusal was logged above debug:\n%s", out)
+	}
+}

@@ -106,11 +106,17 @@ func TestRunInheritedLockIsHeld(t *testing.T) {
 		return syscall.Flock(int(g.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 	}
 	var during error
-	_, err = Run(context.Background(), Cmd{Path: "sh", Args: []string{"-c", `read x`}, ExtraFiles: []*os.File{f},
+	// The command runs until the probe has looked: it waits for a file
+	// the probe's caller creates afterwards.
+	done := filepath.Join(dir, "done")
+	_, err = Run(context.Background(), Cmd{Path: "sh", Args: []string{"-c", `while [ ! -e "$0" ]; do sleep 0.01; done`, done}, ExtraFiles: []*os.File{f},
 		OnStart: func(int) {
 			// Our own descriptor goes; the command's copy keeps the lock.
 			f.Close()
 			during = probe()
+			if err := os.WriteFile(done, nil, 0o600); err != nil {
+				t.Error(err)
+			}
 		}})
 	var ee *exec.ExitError
 	if err != nil && !errors.As(err, &ee) {
