@@ -80,12 +80,18 @@ func lookupGroupMembers(ctx context.Context, conn *protocol.Conn, target protoco
 	return m
 }
 
-// start seeds the offline members as failed (unless they are skipped)
-// and starts the accept window for the online ones. It returns how many
-// hosts it made terminal.
-func (m *groupMembers) start(hosts map[string]*hostState, action protocol.Action, progress tools.Progress) int {
+// start takes the members once they are read: hosts already heard from
+// are neither pending nor offline (they answered), the offline members
+// are seeded as failed (unless they are skipped), and the accept window
+// starts for the online ones not heard from yet. It returns how many
+// hosts it made terminal; done is how many were before.
+func (m *groupMembers) start(hosts map[string]*hostState, action protocol.Action, progress tools.Progress, done int) int {
 	if m == nil {
 		return 0
+	}
+	for name := range hosts {
+		delete(m.pending, name)
+		delete(m.offline, name)
 	}
 	m.accept = time.NewTimer(m.window)
 	if m.skipOffline {
@@ -101,7 +107,7 @@ func (m *groupMembers) start(hosts map[string]*hostState, action protocol.Action
 		}}
 		m.marked[name] = true
 		n++
-		progress.Emit(tools.Event{Action: string(action), Host: name, Status: protocol.StatusFailed, Error: ErrOffline, Message: hosts[name].resp.Message, Done: n, Total: len(hosts)})
+		progress.Emit(tools.Event{Action: string(action), Host: name, Status: protocol.StatusFailed, Error: ErrOffline, Message: hosts[name].resp.Message, Done: done + n, Total: len(hosts)})
 	}
 	return n
 }

@@ -245,3 +245,32 @@ func TestAcceptWindowCountsFromTheLastStatus(t *testing.T) {
 		t.Errorf("%s, success %v, members %q", got, res.Success, res.Members)
 	}
 }
+
+// Every member of the group is offline, so nobody is subscribed and the
+// server answers "no responders" at once: the deploy still names the
+// offline members from the registry (read while the request is out) and
+// fails on them, rather than saying that no listener exists.
+func TestAllMembersOfflineAreNamed(t *testing.T) {
+	t.Parallel()
+	n := memberFleet(t)
+	runListener(t, n, "db4", "db", time.Hour, nil)() // registered, then stopped cleanly
+	conn := n.Connect(t, "deployer")
+	registered(t, conn, 1)
+	res, err := deploy.Send(t.Context(), conn, deploy.Request{Subject: "deploy.test.role.db", Action: "switch", Revision: "main"},
+		deploy.Options{Timeout: time.Hour, AcceptWindow: time.Hour}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := hostSummary(res); got != "db4=failed/offline" || res.Success || res.Members != "registry" || strings.Contains(res.Message, "no listener") {
+		t.Errorf("%s, success %v, members %q, message %q", got, res.Success, res.Members, res.Message)
+	}
+	// Skipped, there is nobody left to deploy to: that is said plainly.
+	res, err = deploy.Send(t.Context(), conn, deploy.Request{Subject: "deploy.test.role.db", Action: "switch", Revision: "main"},
+		deploy.Options{Timeout: time.Hour, AcceptWindow: time.Hour, SkipOffline: true}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Hosts) != 0 || !strings.Contains(res.Message, "no listener is subscribed") || len(res.Skipped) != 1 {
+		t.Errorf("skip offline: hosts %+v, skipped %+v, message %q", res.Hosts, res.Skipped, res.Message)
+	}
+}

@@ -213,8 +213,18 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, opts Options, p
 	defer lost.stop()
 
 	// A group's members, when the fleet registry knows them (members.go).
-	members := lookupGroupMembers(ctx, conn, target, opts)
-	defer members.stop()
+	// They are read while the request is already out: the hosts start at
+	// once, and their statuses wait in the reply subscription meanwhile.
+	var members *groupMembers
+	lookupCtx, stopLookup := context.WithCancel(ctx)
+	defer stopLookup()
+	membersRead := make(chan *groupMembers, 1)
+	if target.Group() {
+		go func() { membersRead <- lookupGroupMembers(lookupCtx, conn, target, opts) }()
+	} else {
+		membersRead = nil
+	}
+	defer func() { members.stop() }()
 
 	data, _ := json.Marshal(protocol.DeployRequest{ID: id, Action: req.Action, Revision: req.Revision, ReplyTo: replyTo})
 	call, err := gather.Start(conn, req.Subject, replyTo, data, protocol.DecodeDeployStatus)
@@ -232,7 +242,9 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, opts Options, p
 	defer cancel()
 
 	hosts := map[string]*hostState{}
-	done := members.start(hosts, req.Action, progress) // hosts in a terminal state
+	done := 0 // hosts in a terminal state
+	noListener := false // the server said nobody is subscribed
+	noListenerMessage := fmt.Sprintf("no listener is subscribed to %s: check the target with list_hosts (homelab-deploy list-hosts)", req.Subject)
 	finish := func(msg string) Result {
 		members.annotate(&res, hosts)
 		res.DurationSeconds = protocol.Seconds(time.Since(start))
@@ -292,7 +304,29 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, opts Options, p
 				collect(&res, hosts)
 				return finish(verdict(&res) + "; lost track of " + strings.Join(names, ", ") + " after reconnecting to NATS"), nil
 			}
+		case members = <-membersRead:
+			membersRead = nil
+			if noListener && (members == nil || !members.waiting() && (members.skipOffline || len(members.offline) == 0)) {
+				// Nobody subscribed, and no offline member to name.
+				return finish(noListenerMessage), nil
+			}
+			if members == nil {
+				// No registry: the accept window decides, counted from now
+				// if every host heard from is already terminal.
+				if allTerminal() {
+					window.Reset(opts.AcceptWindow)
+				}
+				continue
+			}
+			done += members.start(hosts, req.Action, progress, done)
+			if allTerminal() && !members.waiting() {
+				collect(&res, hosts)
+				return finish(verdict(&res)), nil
+			}
 		case <-window.C:
+			if membersRead != nil {
+				continue // the members are still being read
+			}
 			if allTerminal() {
 				collect(&res, hosts)
 				return finish(verdict(&res)), nil
@@ -306,8 +340,14 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, opts Options, p
 		case m := <-call.Msgs():
 			switch m.Kind {
 			case gather.NoResponders:
+				if len(hosts) == 0 && membersRead != nil {
+					// The registry may name offline members: say so
+					// rather than that nobody listens.
+					noListener = true
+					continue
+				}
 				if len(hosts) == 0 {
-					return finish(fmt.Sprintf("no listener is subscribed to %s: check the target with list_hosts (homelab-deploy list-hosts)", req.Subject)), nil
+					return finish(noListenerMessage), nil
 				}
 				continue
 			case gather.Oversized, gather.Malformed:
@@ -359,8 +399,8 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, opts Options, p
 				collect(&res, hosts)
 				return finish(verdict(&res)), nil
 			}
-			if members != nil {
-				continue // an online member has not answered yet
+			if members != nil || membersRead != nil {
+				continue // an online member has not answered yet, or the members are still being read
 			}
 			// A group without a registry: wait until nothing has arrived
 			// for the accept window. Counted from this last status, not

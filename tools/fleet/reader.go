@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
 	"sort"
 	"sync"
 	"time"
@@ -95,7 +96,8 @@ func ReadTier(ctx context.Context, conn *protocol.Conn, tier string, opts ReadOp
 
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
-	c := collector{tier: tier, hosts: map[string]Host{}, keys: map[string]bool{}, opts: opts}
+	c := newCollector(tier, opts)
+	defer c.finish()
 	body, _ := json.Marshal(consumerCreate{Stream: protocol.FleetStream, Config: consumerConfig{
 		Name: id, DeliverSubject: reply, DeliverPolicy: "last_per_subject", AckPolicy: "none",
 		ReplayPolicy: "instant", FilterSubject: protocol.FleetTierFilter(tier),
@@ -118,14 +120,18 @@ func ReadTier(ctx context.Context, conn *protocol.Conn, tier string, opts ReadOp
 			c.add(m)
 		}
 	}
+	c.finish()
 	return c.sorted(), nil
 }
 
-// collector gathers the entries a read's consumer delivers.
+// collector gathers the entries a read's consumer delivers. Deliveries
+// are counted in order by the reading goroutine; their decoding (exact
+// JSON, validation, cleaning: most of a read's CPU) is spread over a few
+// workers, and of two deliveries of one key the later one in the stream
+// is kept whichever worker finished first.
 type collector struct {
-	tier  string
-	hosts map[string]Host
-	opts  ReadOptions
+	tier string
+	opts ReadOptions
 	// keys are the keys delivered; want is how many the consumer had
 	// pending when it was created; caughtUp is set by a delivery with
 	// nothing pending after it.
@@ -133,6 +139,58 @@ type collector struct {
 	want     int
 	created  bool
 	caughtUp bool
+
+	jobs     chan delivery
+	workers  sync.WaitGroup
+	finished bool
+
+	mu      sync.Mutex
+	hosts   map[string]Host
+	seqs    map[string]uint64
+	invalid []invalidEntry
+}
+
+// delivery is one message of the consumer with its parsed metadata.
+type delivery struct {
+	m    *nats.Msg
+	meta *nats.MsgMetadata
+}
+
+type invalidEntry struct {
+	subject string
+	err     error
+}
+
+// decodeWorkers bounds the decoding goroutines of one read.
+const decodeWorkers = 4
+
+func newCollector(tier string, opts ReadOptions) *collector {
+	c := &collector{tier: tier, opts: opts, keys: map[string]bool{}, hosts: map[string]Host{}, seqs: map[string]uint64{},
+		jobs: make(chan delivery, 256)}
+	for range min(decodeWorkers, max(1, runtime.GOMAXPROCS(0))) {
+		c.workers.Go(func() {
+			for d := range c.jobs {
+				c.decode(d)
+			}
+		})
+	}
+	return c
+}
+
+// finish waits for the decoding of every delivery so far and reports the
+// invalid entries, in the reading goroutine. It may be called again.
+func (c *collector) finish() {
+	if c.finished {
+		return
+	}
+	c.finished = true
+	close(c.jobs)
+	c.workers.Wait()
+	if c.opts.Invalid != nil {
+		for _, e := range c.invalid {
+			c.opts.Invalid(e.subject, e.err)
+		}
+	}
 }
 
 // done reports whether every key has been read. Nothing pending is not
@@ -156,19 +214,28 @@ func (c *collector) add(m *nats.Msg) {
 	if op := m.Header.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
 		return
 	}
-	e, err := protocol.DecodeFleetEntry(m.Subject, m.Data)
+	c.jobs <- delivery{m, meta}
+}
+
+// decode decodes and checks one entry (in a worker).
+func (c *collector) decode(d delivery) {
+	e, err := protocol.DecodeFleetEntry(d.m.Subject, d.m.Data)
 	if err == nil && e.Tier != c.tier {
-		err = fmt.Errorf("entry %s is not of tier %s", m.Subject, c.tier)
+		err = fmt.Errorf("entry %s is not of tier %s", d.m.Subject, c.tier)
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if err != nil {
-		if c.opts.Invalid != nil {
-			c.opts.Invalid(m.Subject, err)
-		}
+		c.invalid = append(c.invalid, invalidEntry{d.m.Subject, err})
 		return
 	}
-	h := Host{FleetEntry: e, LastSeen: meta.Timestamp}
+	if seq, ok := c.seqs[e.Hostname]; ok && seq > d.meta.Sequence.Stream {
+		return // a later write of this key was decoded first
+	}
+	h := Host{FleetEntry: e, LastSeen: d.meta.Timestamp}
 	h.Online = IsOnline(e, h.LastSeen, c.opts.Now())
 	c.hosts[e.Hostname] = h
+	c.seqs[e.Hostname] = d.meta.Sequence.Stream
 }
 
 func (c *collector) sorted() []Host {

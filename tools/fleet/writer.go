@@ -116,6 +116,13 @@ func (w *Writer) Start(ctx context.Context) {
 // looks again: the entry should be fresh soon after the server is back.
 const retryDisconnected = time.Second
 
+// changeDelay is how long a change waits before it is written, so that
+// changes close together (a deploy that starts and ends at once, a fleet
+// deploy in which every listener's statuses go out first) cost one write,
+// written after the statuses rather than in their way. Readers see a
+// change this much later.
+const changeDelay = time.Second
+
 func (w *Writer) loop(ctx context.Context) {
 	defer close(w.done)
 	// After a reconnection (a server restart, a cluster node lost) the
@@ -132,12 +139,23 @@ func (w *Writer) loop(ctx context.Context) {
 			next = min(next, retryDisconnected)
 		}
 		t.Reset(next)
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-w.kick:
-		case <-reconnected:
+		due := time.Now().Add(next)
+		for waiting := true; waiting; {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				waiting = false
+			case <-w.kick:
+				// Bring the next write forward to changeDelay from now,
+				// never push it back.
+				if soon := time.Now().Add(changeDelay); soon.Before(due) {
+					due = soon
+					t.Reset(changeDelay)
+				}
+			case <-reconnected:
+				waiting = false
+			}
 		}
 	}
 }
