@@ -242,7 +242,7 @@ func Send(ctx context.Context, conn *protocol.Conn, req Request, opts Options, p
 	defer cancel()
 
 	hosts := map[string]*hostState{}
-	done := 0 // hosts in a terminal state
+	done := 0           // hosts in a terminal state
 	noListener := false // the server said nobody is subscribed
 	noListenerMessage := fmt.Sprintf("no listener is subscribed to %s: check the target with list_hosts (homelab-deploy list-hosts)", req.Subject)
 	finish := func(msg string) Result {
