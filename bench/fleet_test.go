@@ -100,11 +100,22 @@ func startFleet(b *testing.B, n int) *fleet {
 	f.discover = listhosts.Options{Quiet: discoverQuiet, Max: 60 * time.Second}
 	f.deploy = deploy.Options{AcceptWindow: acceptWindow, Timeout: 60 * time.Second, Discover: f.discover}
 
+	conns := f.runListeners(b, listener.FleetConfig{})
+	f.calibrate(b)
+	f.startRaw(b, conns)
+	return f
+}
+
+// runListeners starts f.n listeners of the test tier, each on a connection
+// of its own, with the fleet registry configuration fc, and returns the
+// connections. They stop when b ends.
+func (f *fleet) runListeners(b *testing.B, fc listener.FleetConfig) []*protocol.Conn {
+	b.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var ready, done sync.WaitGroup
-	errs := make(chan error, n)
-	conns := make([]*protocol.Conn, n)
-	for i := range n {
+	errs := make(chan error, f.n)
+	conns := make([]*protocol.Conn, f.n)
+	for i := range f.n {
 		conns[i] = f.nats.Connect(b, "all")
 		ready.Add(1)
 		done.Add(1)
@@ -113,7 +124,7 @@ func startFleet(b *testing.B, n int) *fleet {
 			var once sync.Once
 			err := listener.Run(ctx, listener.Config{
 				Hostname: hostname(i), Tier: "test", FlakeURL: "git+https://git.example.com/homelab/nixos-configs.git",
-				Timeout: time.Minute, Version: "bench", Conn: conns[i], Exec: instant,
+				Timeout: time.Minute, Version: "bench", Conn: conns[i], Exec: instant, Fleet: fc,
 				Ready: func(*listener.Listener) { once.Do(ready.Done) },
 			})
 			if err != nil {
@@ -129,10 +140,7 @@ func startFleet(b *testing.B, n int) *fleet {
 		b.Fatal(err)
 	default:
 	}
-
-	f.calibrate(b)
-	f.startRaw(b, conns)
-	return f
+	return conns
 }
 
 // calibrate runs one real deploy and one real discovery with a sniffer on

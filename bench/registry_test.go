@@ -7,7 +7,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -250,39 +249,10 @@ func startRegistryFleet(b *testing.B, n int) *fleet {
 	// deadline for a member's first answer, never waited when all answer:
 	// it is set generously, as the default (2 s) is.
 	f.deploy = deploy.Options{AcceptWindow: 5 * time.Second, Timeout: 60 * time.Second, Discover: f.discover}
-	ctx, cancel := context.WithCancel(context.Background())
-	var ready, done sync.WaitGroup
-	errs := make(chan error, n)
-	conns := make([]*protocol.Conn, n)
-	for i := range n {
-		conns[i] = f.nats.Connect(b, "all")
-		ready.Add(1)
-		done.Add(1)
-		go func(i int) {
-			defer done.Done()
-			var once sync.Once
-			err := listener.Run(ctx, listener.Config{
-				Hostname: hostname(i), Tier: "test", FlakeURL: "git+https://git.example.com/homelab/nixos-configs.git",
-				Timeout: time.Minute, Version: "bench", Conn: conns[i], Exec: instant,
-				Fleet: listener.FleetConfig{Heartbeat: time.Hour, SystemRoot: b.TempDir()},
-				Ready: func(*listener.Listener) { once.Do(ready.Done) },
-			})
-			if err != nil {
-				errs <- fmt.Errorf("listener %s: %w", hostname(i), err)
-				once.Do(ready.Done)
-			}
-		}(i)
-	}
-	ready.Wait()
-	b.Cleanup(func() { cancel(); done.Wait() })
-	select {
-	case err := <-errs:
-		b.Fatal(err)
-	default:
-	}
+	conns := f.runListeners(b, listener.FleetConfig{Heartbeat: time.Hour, SystemRoot: b.TempDir()})
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		hosts, err := fleetreg.ReadTier(ctx, f.deployer, "test", fleetreg.ReadOptions{Timeout: 10 * time.Second})
+		hosts, err := fleetreg.ReadTier(context.Background(), f.deployer, "test", fleetreg.ReadOptions{Timeout: 10 * time.Second})
 		if err == nil && len(hosts) == n {
 			break
 		}

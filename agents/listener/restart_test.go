@@ -61,7 +61,10 @@ func TestRequestDuringSelfRestartIsRejected(t *testing.T) {
 	<-ready
 	conn := n.Connect(t, "deployer")
 	second := make(chan *nats.Msg, 16)
+	// The listener answers on its bound reply subject; the server's "no
+	// responders" comes on the request's own reply subject.
 	_, _ = conn.ChanSubscribe(protocol.BoundReply("deploy.responses.second", "h1"), second)
+	_, _ = conn.ChanSubscribe("deploy.responses.second", second)
 	_ = conn.Flush()
 	req2, _ := json.Marshal(protocol.DeployRequest{ID: "second", Action: "test", Revision: "main", ReplyTo: "deploy.responses.second"})
 	progress := func(e tools.Event) {

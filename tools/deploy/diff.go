@@ -13,6 +13,7 @@ import (
 
 	"github.com/homelab-deploy/homelab-deploy/internal/execx"
 	"github.com/homelab-deploy/homelab-deploy/protocol"
+	"github.com/homelab-deploy/homelab-deploy/tools/fleet"
 )
 
 // Preview before activation: the serve half of the "diff" action. The
@@ -49,10 +50,6 @@ func RunNix(env []string) NixFunc {
 		return res.Stdout, res.Tail, err
 	}
 }
-
-// bootFiles are the links of a system that only a reboot activates (the
-// same three tools/fleet compares for the registry's reboot_required).
-var bootFiles = []string{"kernel", "initrd", "kernel-modules"}
 
 const (
 	currentSystemLink = "run/current-system"
@@ -153,7 +150,7 @@ func (s *Server) runPreview(ctx context.Context, req protocol.DeployRequest, ref
 	if err != nil {
 		booted = current
 	}
-	changed := bootChanges(booted, next)
+	changed := fleet.BootChanges(booted, next)
 	reboot := len(changed) > 0
 	var lines []string
 	if current != next {
@@ -248,25 +245,4 @@ func builtPath(stdout []byte) (string, error) {
 		return "", fmt.Errorf("unexpected store path %q", protocol.CleanField(p))
 	}
 	return p, nil
-}
-
-// bootChanges lists the boot files whose targets differ between the two
-// systems. A file missing from both is no change.
-func bootChanges(booted, next string) []string {
-	var changed []string
-	for _, f := range bootFiles {
-		if linkTarget(filepath.Join(booted, f)) != linkTarget(filepath.Join(next, f)) {
-			changed = append(changed, f)
-		}
-	}
-	return changed
-}
-
-// linkTarget resolves path to its final target; "" when it is missing.
-func linkTarget(path string) string {
-	t, err := filepath.EvalSymlinks(path)
-	if err != nil {
-		return ""
-	}
-	return t
 }

@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/homelab-deploy/homelab-deploy/internal/testenv"
 	"github.com/homelab-deploy/homelab-deploy/protocol"
 )

@@ -62,12 +62,7 @@ func (p SystemPaths) Read() System {
 		s.Booted = boot
 	}
 	if curErr == nil && bootErr == nil && cur != boot {
-		for _, f := range bootFiles {
-			if resolve(filepath.Join(cur, f)) != resolve(filepath.Join(boot, f)) {
-				s.RebootRequired = true
-				break
-			}
-		}
+		s.RebootRequired = len(BootChanges(boot, cur)) > 0
 	}
 	if link, err := os.Readlink(p.path(systemProfilePath)); err == nil {
 		if m := generationLink.FindStringSubmatch(filepath.Base(link)); m != nil {
@@ -82,6 +77,20 @@ func (p SystemPaths) Read() System {
 		}
 	}
 	return s
+}
+
+// BootChanges lists the links of system next (kernel, initrd,
+// kernel-modules) whose targets differ from those of system booted: what
+// only a reboot would activate. A link missing from both is no change.
+// The fleet entry's reboot_required and a deploy preview both use it.
+func BootChanges(booted, next string) []string {
+	var changed []string
+	for _, f := range bootFiles {
+		if resolve(filepath.Join(booted, f)) != resolve(filepath.Join(next, f)) {
+			changed = append(changed, f)
+		}
+	}
+	return changed
 }
 
 // resolve follows a link to its target; a missing link resolves to "".
