@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/homelab-deploy/homelab-deploy/internal/testenv"
@@ -333,4 +335,38 @@ func TestReadWhileEntriesChange(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
+}
+
+// A write that got no answer in time (here JetStream's API swallows
+// requests, as a cluster still electing its leader does) is tried again
+// within seconds, not at the next heartbeat an hour later: once JetStream
+// is up, the entry appears.
+func TestWriteRetriedSoonAfterNoAnswer(t *testing.T) {
+	t.Parallel()
+	srv := testenv.StartNATSWith(t, nil, testenv.User{Name: "all"})
+	conn := srv.Connect(t, "all")
+	silent, err := srv.Connect(t, "all").Subscribe("$JS.API.>", func(*nats.Msg) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs testenv.Buffer
+	w, err := NewWriter(WriterConfig{Conn: conn, Hostname: "web1", Tier: "test", Version: "test", Interval: time.Hour,
+		Timeout: 200 * time.Millisecond, System: SystemPaths{Root: t.TempDir()}, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Start(t.Context())
+	testenv.Eventually(t, 10*time.Second, func() bool { return strings.Contains(logs.String(), "did not answer in time") },
+		"the first write did not fail for want of an answer:\n%s", logs.String())
+	// JetStream first, then the silent subscriber goes: there is never a
+	// moment with nobody on the API, which would answer "no responders"
+	// (no JetStream: retried at the heartbeat only).
+	if err := srv.Server.EnableJetStream(&server.JetStreamConfig{StoreDir: t.TempDir()}); err != nil {
+		t.Fatal(err)
+	}
+	_ = silent.Unsubscribe()
+	testenv.Eventually(t, 20*time.Second, func() bool {
+		hosts, err := ReadTier(t.Context(), srv.Connect(t, "all"), "test", ReadOptions{})
+		return err == nil && len(hosts) == 1 && hosts[0].Hostname == "web1"
+	}, "the entry was not written after JetStream came up:\n%s", logs.String())
 }

@@ -116,6 +116,18 @@ func (w *Writer) Start(ctx context.Context) {
 // looks again: the entry should be fresh soon after the server is back.
 const retryDisconnected = time.Second
 
+// retryFailed is how soon a write that failed for a passing reason is
+// tried again.
+const retryFailed = 5 * time.Second
+
+// transient reports whether a failed write may succeed if simply tried
+// again soon: not when the server has no JetStream (the heartbeat notices
+// when it has), nor when this credential may not write, nor for a bucket
+// made differently (both need an operator).
+func transient(err error) bool {
+	return err != nil && !errors.Is(err, ErrNoJetStream) && !errors.Is(err, ErrNotPermitted) && !errors.Is(err, ErrBadBucket)
+}
+
 // changeDelay is how long a change waits before it is written, so that
 // changes close together (a deploy that starts and ends at once, a fleet
 // deploy in which every listener's statuses go out first) cost one write,
@@ -134,7 +146,12 @@ func (w *Writer) loop(ctx context.Context) {
 	for {
 		next := w.cfg.Interval
 		if w.cfg.Conn.IsConnected() {
-			_ = w.write(ctx, false)
+			if err := w.write(ctx, false); transient(err) && ctx.Err() == nil {
+				// No answer in time (a cluster still electing its
+				// JetStream leader, a busy server): try again soon rather
+				// than a heartbeat later.
+				next = min(next, retryFailed)
+			}
 		} else {
 			next = min(next, retryDisconnected)
 		}
