@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -316,5 +317,20 @@ func TestOversizedRequestIsDropped(t *testing.T) {
 	}
 	if len(r.calls()) != 0 {
 		t.Fatalf("nixos-rebuild ran: %q", r.calls())
+	}
+}
+
+// A summary names at most 20 hosts that did not complete, then says how
+// many more there are; the hosts themselves all stay in the result.
+func TestVerdictNamesAFewHostsThenCounts(t *testing.T) {
+	res := Result{Action: protocol.ActionSwitch, Subject: "deploy.prod.all"}
+	for i := range 25 {
+		res.Hosts = append(res.Hosts, HostResult{Hostname: fmt.Sprintf("h%02d", i), Status: protocol.StatusFailed, Error: ErrNoAnswer})
+	}
+	res.Failed = 25
+	got := verdict(&res)
+	if !strings.Contains(got, "0/25 host(s) completed; h00 failed (no_answer)") || !strings.Contains(got, "h19 failed (no_answer), and 5 more") ||
+		strings.Contains(got, "h20") || res.Success || len(res.Hosts) != 25 {
+		t.Errorf("verdict %q (success %v, %d hosts)", got, res.Success, len(res.Hosts))
 	}
 }

@@ -485,5 +485,12 @@ func verdict(res *Result) string {
 			bad = append(bad, s)
 		}
 	}
+	if len(bad) > maxNamedInVerdict {
+		bad = append(bad[:maxNamedInVerdict], fmt.Sprintf("and %d more (each host's result is in hosts)", len(bad)-maxNamedInVerdict))
+	}
 	return fmt.Sprintf("%s on %s: %d/%d host(s) completed; %s", res.Action, res.Subject, res.Completed, n, strings.Join(bad, ", "))
 }
+
+// maxNamedInVerdict bounds the hosts a summary names: a fleet-wide failure
+// reads as a line, not as a thousand names; every host is in the result.
+const maxNamedInVerdict = 20
