@@ -45,7 +45,7 @@ func BenchmarkFootprint(b *testing.B) {
 	}
 
 	cred := testenv.NewCred(b, dir, "listener", *testenv.ListenerPerms("test", "h0000", ""))
-	port := freePort(b)
+	port := testenv.FreePort(b)
 	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
 	conf := filepath.Join(dir, "nats.conf")
 	if err := os.WriteFile(conf, []byte(fmt.Sprintf("listen: 127.0.0.1:%d\n\n%s", port, natsauth.Render(testenv.AuthUsers(cred)))), 0o600); err != nil {
@@ -134,16 +134,6 @@ func medianInt(v []int) int {
 	c := slices.Clone(v)
 	slices.Sort(c)
 	return c[len(c)/2]
-}
-
-func freePort(b *testing.B) int {
-	b.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func waitPort(b *testing.B, port int) {

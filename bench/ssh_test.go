@@ -50,7 +50,7 @@ func BenchmarkSSHPeers(b *testing.B) {
 	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
 		b.Fatal(err)
 	}
-	port := freePort(b)
+	port := testenv.FreePort(b)
 	conf := fmt.Sprintf(`ListenAddress 127.0.0.1:%d
 HostKey %s
 AuthorizedKeysFile %s

@@ -29,7 +29,7 @@ func TestBuilderEndToEnd(t *testing.T) {
 	clientCred := testenv.NewCred(t, dir, "build-client", protocol.BuildClientPermissions([]string{"fleet"}))
 	nats := startNATSServer(t, builderCred, clientCred)
 
-	metrics := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	metrics := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	env := append(baseEnv(filepath.Dir(fix.Nix)), "NIX_CONFIG="+buildtest.NixConfig)
 	b := startDaemon(t, env, "builder", "--nats-url", nats.URL, "--nkey-file", builderCred.SeedFile,
 		"--config", fix.WriteConfig(t, "fleet"), "--timeout", "8", "--max-parallel", "3",

@@ -54,7 +54,7 @@ func startE2EFleet(t *testing.T) *e2eFleet {
 			args = append(args, "--role", h.role)
 		}
 		if h.name == "testhost1" {
-			f.metricsTesthost = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+			f.metricsTesthost = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 			args = append(args, "--metrics-enabled", "--metrics-addr", f.metricsTesthost)
 		}
 		p := startDaemon(t, baseEnv(f.standIns[h.name]), args...)

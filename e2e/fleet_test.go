@@ -47,7 +47,7 @@ func startRegistryFleet(t *testing.T, jetstream bool, heartbeat string) *registr
 	if r.Code != 0 {
 		t.Fatalf("nats-config: exit %d\n%s", r.Code, r.Stderr)
 	}
-	s := &NATSServer{port: freePort(t), log: &bytes.Buffer{}}
+	s := &NATSServer{port: testenv.FreePort(t), log: &bytes.Buffer{}}
 	s.URL = fmt.Sprintf("nats://127.0.0.1:%d", s.port)
 	conf := fmt.Sprintf("listen: 127.0.0.1:%d\n", s.port)
 	if jetstream {

@@ -37,17 +37,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // NATSServer is Debian's nats-server running with an NKey authorization
 // block rendered by internal/natsauth.
 type NATSServer struct {
@@ -64,7 +53,7 @@ func startNATSServer(t testing.TB, creds ...testenv.Cred) *NATSServer {
 	t.Helper()
 	bin := testenv.RequireBinary(t, "nats-server")
 	dir := t.TempDir()
-	s := &NATSServer{port: freePort(t), log: &bytes.Buffer{}}
+	s := &NATSServer{port: testenv.FreePort(t), log: &bytes.Buffer{}}
 	s.URL = fmt.Sprintf("nats://127.0.0.1:%d", s.port)
 	conf := fmt.Sprintf("listen: 127.0.0.1:%d\nmax_payload: 1048576\n\n%s", s.port, natsauth.Render(testenv.AuthUsers(creds...)))
 	s.Config = filepath.Join(dir, "nats.conf")

@@ -81,7 +81,7 @@ func TestJSONOnErrors(t *testing.T) {
 	dir := t.TempDir()
 	seed := testenv.NewCred(t, dir, "deployer", protocol.TestDeployerPermissions()).SeedFile
 	// Nothing listens on this port: connecting fails.
-	env := append(baseEnv(), "HOMELAB_DEPLOY_NATS_URL=nats://127.0.0.1:"+strconv.Itoa(freePort(t)), "HOMELAB_DEPLOY_NKEY_FILE="+seed)
+	env := append(baseEnv(), "HOMELAB_DEPLOY_NATS_URL=nats://127.0.0.1:"+strconv.Itoa(testenv.FreePort(t)), "HOMELAB_DEPLOY_NKEY_FILE="+seed)
 	cases := []struct {
 		args []string
 		code int

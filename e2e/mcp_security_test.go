@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/homelab-deploy/homelab-deploy/internal/testenv"
 )
 
 // TestHostileMCPArguments drives the built binary's MCP server over stdio,
@@ -98,7 +100,7 @@ func TestMCPHTTPNeedsATokenOnLoopbackToo(t *testing.T) {
 	f := startSecFleet(t)
 	env := append(f.env("deployer"), "HOMELAB_DEPLOY_ENABLE_ADMIN=true", "HOMELAB_DEPLOY_ADMIN_NKEY_FILE="+f.creds["admin"].SeedFile)
 	for _, addr := range []string{"127.0.0.1", "localhost", "", "0.0.0.0"} {
-		port := freePort(t)
+		port := testenv.FreePort(t)
 		r := run(t, env, "mcp", "--http-addr", fmt.Sprintf("%s:%d", addr, port))
 		if r.Code != 2 || !strings.Contains(r.Stderr, "needs a bearer token") ||
 			!strings.Contains(r.Stderr, "head -c 32 /dev/urandom | base64 > FILE; chmod 600 FILE") ||

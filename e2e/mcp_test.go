@@ -113,7 +113,7 @@ func startMCPHTTP(t *testing.T, env []string, args ...string) (base, token strin
 	if err := os.WriteFile(file, []byte(token+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	p := startDaemon(t, env, append([]string{"mcp", "--log-format", "text", "--http-addr", addr, "--http-token-file", file}, args...)...)
 	p.WaitFor(t, "MCP server listening", 20*time.Second)
 	return "http://" + addr, token

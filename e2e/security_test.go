@@ -618,7 +618,7 @@ func TestNoSeedInAnyLog(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	mcpd := startDaemon(t, append(f.env("deployer", debug), "HOMELAB_DEPLOY_ENABLE_ADMIN=true", "HOMELAB_DEPLOY_ADMIN_NKEY_FILE="+f.creds["admin"].SeedFile,
 		"HOMELAB_DEPLOY_ENABLE_BUILDS=true", "HOMELAB_DEPLOY_BUILD_NKEY_FILE="+f.creds["build-client"].SeedFile),
 		"mcp", "--log-format", "text", "--http-addr", addr, "--http-token-file", tokenFile)

@@ -201,7 +201,7 @@ func TestConnectTLSWithCAFileAndSeveralURLs(t *testing.T) {
 	}
 	t.Cleanup(s.Shutdown)
 	port := s.Addr().(*net.TCPAddr).Port
-	dead := freePort(t)
+	dead := testenv.FreePort(t)
 	urls := fmt.Sprintf("tls://127.0.0.1:%d,tls://127.0.0.1:%d", dead, port)
 
 	// Without the CA the server's certificate is not trusted.
@@ -217,15 +217,6 @@ func TestConnectTLSWithCAFileAndSeveralURLs(t *testing.T) {
 	if !c.IsConnected() || !strings.Contains(c.ConnectedUrl(), fmt.Sprint(port)) {
 		t.Fatalf("connected to %q", c.ConnectedUrl())
 	}
-}
-
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // selfSignedCA writes a CA certificate to dir and returns its path and a
@@ -293,7 +284,7 @@ func nextLog(t *testing.T, logs <-chan slog.Record, msg string, d time.Duration)
 func TestConnectWaitWarnsUntilServerIsUp(t *testing.T) {
 	t.Parallel()
 	cred := testenv.NewCred(t, t.TempDir(), "u", protocol.Permissions{})
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	logs := make(chan slog.Record, 1000)
 	c, err := protocol.Connect(context.Background(), protocol.ConnectOptions{
 		URLs: fmt.Sprintf("127.0.0.1:%d", port), NKeyFile: cred.SeedFile, Wait: true, Logger: slog.New(chanHandler(logs)),
@@ -345,7 +336,7 @@ func TestConnectWithoutWaitFailsFast(t *testing.T) {
 	cred := testenv.NewCred(t, t.TempDir(), "u", protocol.Permissions{})
 	logs := make(chan slog.Record, 100)
 	_, err := protocol.Connect(context.Background(), protocol.ConnectOptions{
-		URLs: fmt.Sprintf("127.0.0.1:%d", freePort(t)), NKeyFile: cred.SeedFile, Logger: slog.New(chanHandler(logs)),
+		URLs: fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)), NKeyFile: cred.SeedFile, Logger: slog.New(chanHandler(logs)),
 	})
 	if err == nil || !strings.Contains(err.Error(), "connect to NATS at nats://127.0.0.1:") {
 		t.Fatalf("err = %v, want a connect error naming the URL", err)

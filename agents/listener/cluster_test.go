@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/url"
 	"strings"
 	"sync/atomic"
@@ -18,16 +17,6 @@ import (
 	"github.com/homelab-deploy/homelab-deploy/protocol"
 	"github.com/homelab-deploy/homelab-deploy/tools/deploy"
 )
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
 
 // startClusterNode starts one embedded server of a cluster whose route
 // ports are routePorts, with NKey users; clientPort -1 picks a free one.
@@ -84,12 +73,12 @@ func TestListenerFailsOverInAThreeNodeCluster(t *testing.T) {
 	hostCred := testenv.NewCred(t, dir, "h1", *testenv.ListenerPerms("test", "h1", ""))
 	depCred := testenv.NewCred(t, dir, "deployer", protocol.TestDeployerPermissions())
 	users := []*server.NkeyUser{nkeyUser(hostCred), nkeyUser(depCred)}
-	routePorts := []int{freePort(t), freePort(t), freePort(t)}
+	routePorts := []int{testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)}
 
 	a := startClusterNode(t, "A", -1, routePorts[0], routePorts, users)
 	// B and C get their client ports now, so that the listener's URL list
 	// names all three; they start after the listener is on A.
-	portB, portC := freePort(t), freePort(t)
+	portB, portC := testenv.FreePort(t), testenv.FreePort(t)
 	urls := fmt.Sprintf("%s,nats://127.0.0.1:%d,nats://127.0.0.1:%d", a.ClientURL(), portB, portC)
 
 	var logs testenv.Buffer

@@ -42,7 +42,7 @@ func StartCluster(t testing.TB, size int, users ...User) *Cluster {
 	routePorts := make([]int, size)
 	var routes []*url.URL
 	for i := range routePorts {
-		routePorts[i] = freePort(t)
+		routePorts[i] = FreePort(t)
 		routes = append(routes, &url.URL{Scheme: "nats", Host: fmt.Sprintf("127.0.0.1:%d", routePorts[i])})
 	}
 	for i := range size {
@@ -88,7 +88,8 @@ func (c *Cluster) ConnectTo(t testing.TB, name string, urls ...string) *protocol
 	return conn
 }
 
-func freePort(t testing.TB) int {
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
