@@ -45,6 +45,24 @@ rec {
   # kind of key before the unit is built.
   isUserPublicKey = s: isString s && match "U[A-Z2-7]{55}" s != null;
 
+  # The assertion on a service's trustedDeployers (opt is the option path's
+  # prefix): every entry a user public key. Wrong entries are named by
+  # position, never quoted: one may be a seed.
+  trustedDeployersAssertion = opt: keys: {
+    assertion = builtins.all isUserPublicKey keys;
+    message = ''
+      ${opt}.trustedDeployers must list NKey user public keys ("U" and 55 letters A-Z or digits
+      2-7, as `homelab-deploy keygen` prints them), never seeds. Entries that are not: ${
+        concatStringsSep ", " (
+          builtins.filter (x: x != "") (
+            builtins.genList (
+              i: if isUserPublicKey (builtins.elemAt keys i) then "" else "#${toString (i + 1)}"
+            ) (builtins.length keys)
+          )
+        )
+      } (not quoted: a seed is a secret).'';
+  };
+
   # The --trusted-deployer arguments of a list of keys.
   trustedDeployerArgs = concatMap (k: [
     "--trusted-deployer"

@@ -58,21 +58,7 @@ in
         assertion = cfg.deploySubjects != [ ];
         message = "${opt}.deploySubjects is empty: the listener would receive no deployments.";
       }
-      {
-        assertion = builtins.all helpers.isUserPublicKey cfg.trustedDeployers;
-        message = ''
-          ${opt}.trustedDeployers must list NKey user public keys ("U" and 55 letters A-Z or digits
-          2-7, as `homelab-deploy keygen` prints them), never seeds. Entries that are not: ${
-            builtins.concatStringsSep ", " (
-              builtins.filter (x: x != "") (
-                builtins.genList (
-                  i:
-                  if helpers.isUserPublicKey (builtins.elemAt cfg.trustedDeployers i) then "" else "#${toString (i + 1)}"
-                ) (builtins.length cfg.trustedDeployers)
-              )
-            )
-          } (not quoted: a seed is a secret).'';
-      }
+      (helpers.trustedDeployersAssertion opt cfg.trustedDeployers)
       {
         assertion = !(builtins.isPath cfg.nkeyFile) && !(helpers.isStorePath cfg.nkeyFile);
         message = ''
