@@ -345,8 +345,14 @@ func TestWriteRetriedSoonAfterNoAnswer(t *testing.T) {
 	t.Parallel()
 	srv := testenv.StartNATSWith(t, nil, testenv.User{Name: "all"})
 	conn := srv.Connect(t, "all")
-	silent, err := srv.Connect(t, "all").Subscribe("$JS.API.>", func(*nats.Msg) {})
+	sconn := srv.Connect(t, "all")
+	silent, err := sconn.Subscribe("$JS.API.>", func(*nats.Msg) {})
 	if err != nil {
+		t.Fatal(err)
+	}
+	// The server knows the subscription before the first write, which
+	// would otherwise meet "no responders" (no JetStream).
+	if err := sconn.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	var logs testenv.Buffer
